@@ -1,0 +1,99 @@
+#!/bin/bash
+# obs-farm-worker run|stop GROUP-N: one OBS worker instance of a group.
+#
+# Debian's obsworker scripts cannot pass --arch, which is how one x86-64 VM
+# runs emulated aarch64/armv7 instances beside native ones, so the farm runs
+# bs_worker itself. Group settings come from $conf_dir/groups/GROUP.env.
+set -euo pipefail
+
+conf_dir=${OBS_FARM_CONF_DIR:-/etc/obs-farm}
+check_binfmt=${OBS_FARM_CHECK_BINFMT:-/usr/local/sbin/obs-farm-check-binfmt}
+# Exit status that tells systemd not to restart (RestartPreventExitStatus).
+readonly EX_CONFIG=78
+
+die() {
+  echo "obs-farm-worker: $*" >&2
+  exit "$EX_CONFIG"
+}
+
+[ "$#" -eq 2 ] || die "usage: $0 run|stop GROUP-N"
+action=$1
+group=${2%-*}
+n=${2##*-}
+case "$n" in '' | *[!0-9]*) die "instance '$2' is not GROUP-N" ;; esac
+
+[ -r "$conf_dir/worker.env" ] || die "missing $conf_dir/worker.env"
+[ -r "$conf_dir/groups/$group.env" ] || die "no worker group '$group' in $conf_dir/groups"
+# shellcheck source=/dev/null
+. "$conf_dir/worker.env"
+# shellcheck source=/dev/null
+. "$conf_dir/groups/$group.env"
+
+if [ "$n" -lt 1 ] || [ "$n" -gt "$INSTANCES" ]; then
+  die "group $group has instances 1..$INSTANCES, not $n"
+fi
+
+instance_dir="$WORK_DIR/$group/$n"
+statedir="$instance_dir/state"
+
+fetch_worker_code() {
+  # All instances share one copy of the server's worker code, fetched from
+  # the repserver so worker and server versions always match.
+  local code_dir=$1 tmp
+  mkdir -p "$code_dir"
+  exec 9>"$code_dir.lock"
+  flock 9
+  if [ ! -x "$code_dir/bs_worker" ]; then
+    tmp=$(mktemp -d "$code_dir.XXXXXX")
+    local try
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+      if curl -fsS --max-time 60 "$REPO_SERVER/getworkercode" | (cd "$tmp" && cpio --quiet -id); then
+        break
+      fi
+      echo "obs-farm-worker: fetching worker code from $REPO_SERVER failed (try $try)" >&2
+      [ "$try" -lt 10 ] || die "cannot fetch worker code from $REPO_SERVER"
+      sleep 15
+    done
+    ln -sfn . "$tmp/XML"
+    rm -rf "$code_dir"
+    mv "$tmp" "$code_dir"
+  fi
+  exec 9>&-
+}
+
+case "$action" in
+  run)
+    if [ "$EMULATED" = 1 ]; then
+      "$check_binfmt" "$QEMU_HANDLER" || die "refusing to start emulated $group worker $n: binfmt handler $QEMU_HANDLER unusable"
+    fi
+    fetch_worker_code "$WORKER_CODE_DIR"
+    mkdir -p "$instance_dir/root" "$statedir" "$WORK_DIR/$group/cache"
+    args=(
+      --hardstatus
+      --root "$instance_dir/root"
+      --statedir "$statedir"
+      --id "$(hostname):$group-$n"
+      --reposerver "$REPO_SERVER"
+      --jobs "$JOBS"
+      --cachedir "$WORK_DIR/$group/cache"
+      --cachesize "$CACHE_SIZE_MB"
+      --port "$((PORT_BASE + n))"
+    )
+    # Without --arch the worker announces the host's own architecture.
+    if [ "$HOSTARCH" != "$(uname -m)" ]; then
+      args+=(--arch "$HOSTARCH")
+    fi
+    # bs_worker has no vm-type "none": chroot is what it does without --vm-type.
+    if [ "$OBS_VM_TYPE" != none ]; then
+      args+=(--vm-type "$OBS_VM_TYPE")
+    fi
+    cd "$WORKER_CODE_DIR"
+    exec ./bs_worker "${args[@]}"
+    ;;
+  stop)
+    [ -x "$WORKER_CODE_DIR/bs_worker" ] || exit 0
+    cd "$WORKER_CODE_DIR"
+    exec ./bs_worker --statedir "$statedir" --exit
+    ;;
+  *) die "unknown action '$action'" ;;
+esac

@@ -1,0 +1,196 @@
+"""Render cloud-init user-data for the server and the worker pools (pure).
+
+The documents are built from the real files in `cloud-init/`: YAML bases
+that stay valid cloud-config on their own, shell scripts and unit files that
+are shipped verbatim, and BSConfig.pm with @@MARKERS@@. Nothing secret is
+rendered: the only credential a VM needs (the frontend's database password)
+is generated on the VM itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.topology import (
+    REPSERVER_PORT,
+    WorkerGroup,
+    WorkerPool,
+    scheduler_archs,
+    server_private_ip,
+)
+from config.model import FarmSettings
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
+# Azure attaches the data disk at LUN 0; its udev rules give it this name.
+AZURE_DATA_DISK_DEVICE = "/dev/disk/azure/scsi1/lun0"
+# Images the frontend needs besides the one the stack names.
+FRONTEND_DB_IMAGE = "docker.io/library/mariadb:10.11"
+FRONTEND_CACHE_IMAGE = "docker.io/library/memcached:1.6"
+
+_MARKER = re.compile(r"@@[A-Z_]+@@")
+
+
+def template(name: str) -> str:
+    return (TEMPLATE_DIR / name).read_text()
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """Replace @@KEY@@ markers; fail on unknown or leftover markers."""
+    for key, value in values.items():
+        marker = f"@@{key}@@"
+        if marker not in text:
+            raise ValueError(f"template has no marker {marker}")
+        text = text.replace(marker, value)
+    left = _MARKER.findall(text)
+    if left:
+        raise ValueError(f"template markers left unfilled: {sorted(set(left))}")
+    return text
+
+
+def cidr_regex(cidr: str) -> str:
+    """A regex matching exactly the IPv4 addresses in `cidr` (for $ipaccess)."""
+    net = ipaddress.IPv4Network(cidr)
+    octets = str(net.network_address).split(".")
+    whole, bits = divmod(net.prefixlen, 8)
+    parts = octets[:whole]
+    if bits:
+        lo = int(octets[whole])
+        values = range(lo, lo + 2 ** (8 - bits))
+        parts.append("(?:" + "|".join(str(v) for v in values) + ")")
+    parts += [r"\d+"] * (4 - len(parts))
+    return r"\.".join(parts)
+
+
+def render_bsconfig(settings: FarmSettings, bsdir: str = "/srv/obs") -> str:
+    server_ip = server_private_ip(settings)
+    worker_lines = "\n".join(
+        f"   '{cidr_regex(cidr)}' => 'worker', # {cidr}" for cidr in worker_cidrs(settings)
+    )
+    return fill(
+        template("BSConfig.pm"),
+        {
+            "SERVER_ADDRESS": server_ip,
+            "SERVER_ADDRESS_RE": re.escape(server_ip),
+            "WORKER_IPACCESS": worker_lines,
+            "BSDIR": bsdir,
+        },
+    )
+
+
+def worker_cidrs(settings: FarmSettings) -> list[str]:
+    return [settings.network.azure_worker_subnet]
+
+
+def _file(path: str, content: str, permissions: str = "0644") -> dict[str, Any]:
+    return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
+
+
+def _env(values: dict[str, str | int]) -> str:
+    lines = [f'{k}="{v}"' for k, v in values.items()]
+    return "# Rendered by obs-farm.\n" + "\n".join(lines) + "\n"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so the shipped files stay readable."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    body = yaml.dump(
+        doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096
+    )
+    return "#cloud-config\n" + body
+
+
+def _base(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load(template(name))
+    if not isinstance(doc, dict):
+        raise ValueError(f"cloud-init/{name} is not a mapping")
+    return doc
+
+
+def group_env(group: WorkerGroup) -> str:
+    return _env(
+        {
+            "HOSTARCH": group.scheduler_arch,
+            "INSTANCES": group.instances,
+            "JOBS": group.jobs,
+            "PORT_BASE": group.port_base,
+            "EMULATED": int(group.emulated),
+            "QEMU_HANDLER": group.qemu_handler or "",
+            "CACHE_SIZE_MB": group.cache_size_mb,
+        }
+    )
+
+
+def worker_env(pool: WorkerPool, server_address: str) -> str:
+    return _env(
+        {
+            "REPO_SERVER": f"http://{server_address}:{REPSERVER_PORT}",
+            "WORK_DIR": pool.work_dir,
+            "WORKER_CODE_DIR": "/var/lib/obs-farm/worker-code",
+            "OBS_VM_TYPE": "none",
+        }
+    )
+
+
+def render_worker_user_data(pool: WorkerPool, server_address: str) -> str:
+    doc = _base("worker.yaml")
+    if any(g.emulated for g in pool.groups):
+        # The static qemu: with the F flag the kernel opens it at
+        # registration, so chroots need no copy of their own.
+        doc["packages"] += ["binfmt-support", "qemu-user-static"]
+    files = [
+        _file("/etc/obs-farm/worker.env", worker_env(pool, server_address)),
+        *(_file(f"/etc/obs-farm/groups/{g.arch}.env", group_env(g)) for g in pool.groups),
+        _file("/etc/systemd/system/obs-farm-worker@.service", template("obs-farm-worker@.service")),
+        _file("/usr/local/sbin/obs-farm-worker", template("obs-farm-worker.sh"), "0755"),
+        _file("/usr/local/sbin/obs-farm-worker-setup", template("obs-farm-worker-setup.sh"), "0755"),
+        _file("/usr/local/sbin/obs-farm-check-binfmt", template("check-binfmt.sh"), "0755"),
+    ]
+    doc["write_files"] = files
+    return _dump(doc)
+
+
+def render_frontend_compose(settings: FarmSettings) -> str:
+    return fill(
+        template("frontend-compose.yaml"),
+        {
+            "DB_IMAGE": FRONTEND_DB_IMAGE,
+            "CACHE_IMAGE": FRONTEND_CACHE_IMAGE,
+            "FRONTEND_IMAGE": settings.server.frontend_image,
+        },
+    )
+
+
+def render_server_user_data(settings: FarmSettings) -> str:
+    doc = _base("server.yaml")
+    env = {
+        "DATA_DISK_DEVICE": AZURE_DATA_DISK_DEVICE,
+        "SCHEDULER_ARCHS": " ".join(scheduler_archs(settings)),
+        "FRONTEND_IMAGE": settings.server.frontend_image,
+    }
+    files = [
+        _file("/etc/obs-farm/server.env", _env(env)),
+        _file("/etc/obs-farm/BSConfig.pm", render_bsconfig(settings)),
+        _file("/usr/local/sbin/obs-farm-prepare-data-disk", template("prepare-data-disk.sh"), "0755"),
+        _file("/usr/local/sbin/obs-farm-server-setup", template("obs-farm-server-setup.sh"), "0755"),
+    ]
+    if settings.server.frontend_image:
+        files.append(
+            _file("/etc/obs-farm/frontend-compose.yaml", render_frontend_compose(settings))
+        )
+    doc["write_files"] = files
+    return _dump(doc)

@@ -1,0 +1,136 @@
+"""ObsServer: the OBS server VM on Azure.
+
+Creates: a static Standard public IP (web UI/API and SSH, both limited to the
+admin ranges by the subnet's NSG), a NIC with the static private address the
+workers and BSConfig use, a Premium SSD managed data disk for /srv/obs, and
+the VM (Premium SSD OS disk, Debian 12, SSH keys only) with the data disk
+attached at LUN 0.
+
+The data disk is its own resource, protected and retained on delete, and the
+VM detaches rather than deletes it: replacing or destroying the VM never
+takes the archive with it. The VM is deleted before its replacement is
+created, since a managed disk attaches to one VM at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_azure_native import compute, network
+
+from components.common import DEBIAN_12_GEN2, b64, ssh_config
+
+DATA_DISK_LUN = 0
+
+
+@dataclass(frozen=True)
+class ObsServerArgs:
+    resource_group_name: pulumi.Input[str]
+    location: str
+    subnet_id: pulumi.Input[str]
+    private_ip: str
+    vm_size: str
+    os_disk_size_gb: int
+    data_disk_size_gb: int
+    admin_username: str
+    ssh_public_key: str
+    user_data: str
+    tags: dict[str, str]
+
+
+class ObsServer(pulumi.ComponentResource):
+    public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    data_disk_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ObsServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("obs-farm:azure:ObsServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        rg, loc, tags = args.resource_group_name, args.location, args.tags
+
+        pip = network.PublicIPAddress(
+            f"{name}-ip",
+            resource_group_name=rg,
+            location=loc,
+            sku={"name": "Standard"},
+            public_ip_allocation_method="Static",
+            tags=tags,
+            opts=child,
+        )
+        nic = network.NetworkInterface(
+            f"{name}-nic",
+            resource_group_name=rg,
+            location=loc,
+            ip_configurations=[
+                {
+                    "name": "primary",
+                    "primary": True,
+                    "subnet": {"id": args.subnet_id},
+                    "private_ip_allocation_method": "Static",
+                    "private_ip_address": args.private_ip,
+                    "public_ip_address": {"id": pip.id},
+                }
+            ],
+            tags=tags,
+            opts=child,
+        )
+        data_disk = compute.Disk(
+            f"{name}-data",
+            resource_group_name=rg,
+            location=loc,
+            sku={"name": "Premium_LRS"},
+            disk_size_gb=args.data_disk_size_gb,
+            creation_data={"create_option": "Empty"},
+            tags=tags,
+            # The build archive: `pulumi destroy` must not delete it, nor a
+            # replacement of the disk resource.
+            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+        )
+        vm = compute.VirtualMachine(
+            f"{name}-vm",
+            resource_group_name=rg,
+            location=loc,
+            hardware_profile={"vm_size": args.vm_size},
+            network_profile={
+                "network_interfaces": [{"id": nic.id, "primary": True, "delete_option": "Detach"}]
+            },
+            os_profile={
+                "computer_name": "obs-server",
+                "admin_username": args.admin_username,
+                "custom_data": b64(args.user_data),
+                "linux_configuration": ssh_config(args.admin_username, args.ssh_public_key),
+            },
+            storage_profile={
+                "image_reference": DEBIAN_12_GEN2,
+                "os_disk": {
+                    "create_option": "FromImage",
+                    "caching": "ReadWrite",
+                    "disk_size_gb": args.os_disk_size_gb,
+                    "managed_disk": {"storage_account_type": "Premium_LRS"},
+                    "delete_option": "Delete",
+                },
+                "data_disks": [
+                    {
+                        "lun": DATA_DISK_LUN,
+                        "create_option": "Attach",
+                        "managed_disk": {"id": data_disk.id},
+                        "caching": "ReadOnly",
+                        "delete_option": "Detach",
+                    }
+                ],
+            },
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.public_ip = pip.ip_address.apply(lambda ip: ip or "")
+        self.private_ip = pulumi.Output.from_input(args.private_ip)
+        self.data_disk_id = data_disk.id
+        self.vm_id = vm.id
+        self.register_outputs(
+            {
+                "public_ip": self.public_ip,
+                "private_ip": self.private_ip,
+                "data_disk_id": self.data_disk_id,
+            }
+        )

@@ -1,0 +1,150 @@
+"""Which worker pools the farm has and what each VM runs (pure; no Pulumi).
+
+The topology is the contract between the settings, the cloud-init of each
+pool, the firewall rules and the `topology` stack output: ports, worker ids
+and native/emulated decisions are made here once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from config.catalog import AZURE_VM_SIZES
+from config.model import ALL_ARCHS, FarmSettings
+from config.rules import azure_worker_archs
+
+# OBS names the 32-bit ARM scheduler/worker architecture armv7l; the
+# repository architecture users configure is armv7hl.
+SCHEDULER_ARCH = {"x86_64": "x86_64", "armv7hl": "armv7l", "aarch64": "aarch64"}
+# binfmt_misc handler names that Debian's qemu-user-static registers.
+QEMU_HANDLER = {"armv7hl": "qemu-arm", "aarch64": "qemu-aarch64"}
+
+# Worker instance n (1-based) of an architecture group listens on
+# WORKER_PORT_BASE + PORT_STRIDE * index(arch) + n; the index is fixed by
+# ALL_ARCHS, so dropping an architecture never moves another group's ports.
+WORKER_PORT_BASE = 41000
+PORT_STRIDE = 100
+WORKER_PORT_RANGE = (WORKER_PORT_BASE, WORKER_PORT_BASE + PORT_STRIDE * len(ALL_ARCHS) - 1)
+
+# OBS backend ports (see OBS-NOTES): srcserver, repserver, their worker-only
+# variants, and the source service.
+SRCSERVER_PORT = 5352
+REPSERVER_PORT = 5252
+BACKEND_PORTS = (5152, 5252, 5253, 5352, 5353)
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    arch: str  # repository architecture: x86_64, armv7hl, aarch64
+    instances: int
+    jobs: int
+    emulated: bool
+    cache_size_mb: int
+
+    @property
+    def scheduler_arch(self) -> str:
+        return SCHEDULER_ARCH[self.arch]
+
+    @property
+    def qemu_handler(self) -> str | None:
+        return QEMU_HANDLER[self.arch] if self.emulated else None
+
+    @property
+    def port_base(self) -> int:
+        return WORKER_PORT_BASE + PORT_STRIDE * ALL_ARCHS.index(self.arch)  # type: ignore[arg-type]
+
+    def ports(self) -> range:
+        return range(self.port_base + 1, self.port_base + self.instances + 1)
+
+    def worker_ids(self, hostname: str) -> list[str]:
+        """The ids this group's instances register with on host `hostname`."""
+        return [f"{hostname}:{self.arch}-{n}" for n in range(1, self.instances + 1)]
+
+
+@dataclass(frozen=True)
+class WorkerPool:
+    name: str
+    cloud: str
+    vm_size: str
+    min_vms: int
+    max_vms: int
+    spot: bool
+    groups: tuple[WorkerGroup, ...]
+    # Where build roots and caches live on the VM.
+    work_dir: str
+
+    @property
+    def instances_per_vm(self) -> int:
+        return sum(g.instances for g in self.groups)
+
+    @property
+    def emulated_per_vm(self) -> int:
+        return sum(g.instances for g in self.groups if g.emulated)
+
+    def to_output(self) -> dict[str, Any]:
+        return {
+            "pool": self.name,
+            "cloud": self.cloud,
+            "vmSize": self.vm_size,
+            "minVms": self.min_vms,
+            "maxVms": self.max_vms,
+            "spot": self.spot,
+            "architectures": [
+                {
+                    "arch": g.arch,
+                    "schedulerArch": g.scheduler_arch,
+                    "execution": "emulated" if g.emulated else "native",
+                    "instancesPerVm": g.instances,
+                    "jobsPerInstance": g.jobs,
+                    "ports": [g.ports().start, g.ports().stop - 1],
+                }
+                for g in self.groups
+            ],
+        }
+
+
+def server_private_ip(settings: FarmSettings) -> str:
+    """The server's static private address: the subnet's 10th address.
+
+    Static so that worker cloud-init, BSConfig and the firewall can name it
+    at render time, and so that it survives replacing the server VM.
+    """
+    subnet = ipaddress.ip_network(settings.network.server_subnet)
+    return str(subnet.network_address + 10)
+
+
+def azure_worker_pool(settings: FarmSettings) -> WorkerPool:
+    w = settings.azure_workers
+    size = AZURE_VM_SIZES[w.vm_size]
+    groups = tuple(
+        WorkerGroup(
+            arch=arch,
+            instances=w.instances_per_arch,
+            jobs=w.jobs_per_instance,
+            emulated=arch != "x86_64",
+            cache_size_mb=w.cache_size_mb,
+        )
+        for arch in azure_worker_archs(settings)
+    )
+    return WorkerPool(
+        name="azure-x86",
+        cloud="azure",
+        vm_size=w.vm_size,
+        min_vms=w.min_vms,
+        max_vms=w.max_vms,
+        spot=w.spot,
+        groups=groups,
+        # Azure mounts the local temp disk on /mnt; sizes without one keep
+        # build roots on the OS disk.
+        work_dir="/mnt/obs-worker" if size.temp_disk_gib else "/var/lib/obs-worker",
+    )
+
+
+def worker_pools(settings: FarmSettings) -> list[WorkerPool]:
+    return [azure_worker_pool(settings)]
+
+
+def scheduler_archs(settings: FarmSettings) -> list[str]:
+    return [SCHEDULER_ARCH[a] for a in settings.architectures]

@@ -1,0 +1,155 @@
+"""The typed, validated farm settings (stack config namespace `obs-farm`).
+
+Shapes and per-field rules live on the pydantic models; rules that relate
+several settings (overcommit, ranges inside ranges) live in `config.rules`,
+so each message can name every key involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+Mode = Literal["intel-only", "hybrid", "native"]
+Arch = Literal["x86_64", "armv7hl", "aarch64"]
+ALL_ARCHS: tuple[Arch, ...] = ("x86_64", "armv7hl", "aarch64")
+
+_SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=True,
+    )
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ServerSettings(_Model):
+    vm_size: str = "Standard_D16s_v5"
+    os_disk_size_gb: Annotated[int, Field(ge=30, le=4095)] = 64
+    # Azure managed disks: 4 GiB .. 32 TiB; OBS keeps sources, build results
+    # and published repositories here, so small disks are a mistake.
+    data_disk_size_gb: Annotated[int, Field(ge=32, le=32767)] = 1024
+    # OBS API/web UI container image; Debian does not package the frontend.
+    # Empty: only the backend is deployed.
+    frontend_image: str = ""
+
+
+class AzureWorkerSettings(_Model):
+    vm_size: str = "Standard_D16ds_v5"
+    instances_per_arch: Annotated[int, Field(ge=1, le=64)] = 2
+    jobs_per_instance: Annotated[int, Field(ge=1, le=64)] = 2
+    min_vms: Annotated[int, Field(ge=0, le=1000)] = 1
+    max_vms: Annotated[int, Field(ge=1, le=1000)] = 3
+    spot: bool = False
+    os_disk_size_gb: Annotated[int, Field(ge=30, le=4095)] = 128
+    # OBS_CACHE_SIZE per architecture group, in MiB.
+    cache_size_mb: Annotated[int, Field(ge=512)] = 8192
+
+
+class NetworkSettings(_Model):
+    address_space: str = "10.40.0.0/16"
+    server_subnet: str = "10.40.1.0/24"
+    azure_worker_subnet: str = "10.40.16.0/20"
+
+    @field_validator("address_space", "server_subnet", "azure_worker_subnet")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        _parse_cidr(value)
+        return value
+
+
+def _parse_cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as err:
+        raise ValueError(f"must be a CIDR such as 10.40.0.0/16 ({err}); got {value!r}") from None
+
+
+def _check_admin_cidr(value: str) -> str:
+    net = _parse_cidr(value)
+    # SSH and the web UI face these ranges: anything as wide as a /8 (or /32
+    # for IPv6) is the Internet in practice.
+    minimum = 8 if net.version == 4 else 32
+    if net.prefixlen < minimum:
+        raise ValueError(
+            f"must be a range no wider than /{minimum} (it opens SSH and the web UI); got {value!r}"
+        )
+    return value
+
+
+def _check_ssh_public_key(value: str) -> str:
+    text = value.strip()
+    if "PRIVATE KEY" in text:
+        raise ValueError("is a private key; give the public key (the .pub file)")
+    parts = text.split()
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        raise ValueError(
+            "must be an OpenSSH public key line starting with one of "
+            f"{', '.join(_SSH_KEY_TYPES[:3])}, ...; got {text[:24]!r}"
+        )
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        raise ValueError("has a key body that is not valid base64") from None
+    # The blob starts with the key type as an SSH string: a length-prefixed
+    # name that must match the line's own type.
+    if len(blob) < 4:
+        raise ValueError("has a key body that is too short")
+    n = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + n].decode("ascii", "replace") != parts[0]:
+        raise ValueError(f"has a key body that is not a {parts[0]} key")
+    return text
+
+
+AdminCidr = Annotated[str, AfterValidator(_check_admin_cidr)]
+
+
+class FarmSettings(_Model):
+    mode: Mode = "intel-only"
+    architectures: tuple[Arch, ...] = ALL_ARCHS
+    ssh_public_key: str
+    admin_cidrs: tuple[AdminCidr, ...] = ()
+    admin_username: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "obsadmin"
+    server: ServerSettings = ServerSettings()
+    azure_workers: AzureWorkerSettings = AzureWorkerSettings()
+    network: NetworkSettings = NetworkSettings()
+    # azure-native:location (outside our namespace, validated with the rest).
+    location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")] = "westeurope"
+    # Warnings for the plan and `pulumi up` (retiring sizes, ...); not config.
+    warnings: tuple[str, ...] = ()
+
+    @field_validator("architectures")
+    @classmethod
+    def _archs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError(f"must list at least one of {', '.join(ALL_ARCHS)}")
+        dupes = sorted({a for a in value if value.count(a) > 1})
+        if dupes:
+            raise ValueError(f"lists {', '.join(dupes)} more than once")
+        # Canonical order, so reordering the list changes nothing deployed.
+        return tuple(a for a in ALL_ARCHS if a in value)
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _ssh(cls, value: str) -> str:
+        return _check_ssh_public_key(value)

@@ -1,0 +1,119 @@
+"""Run the Pulumi program offline: stack files in, resources and outputs out.
+
+Used by the offline plan and by the whole-program tests. The cloud is a
+Pulumi mock that records every registered resource with its inputs (wire
+names, camelCase) and echoes them back as outputs, adding the few computed
+outputs the program reads.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = ROOT / "__main__.py"
+PROJECT = "obs-farm"
+
+
+class StackFileError(Exception):
+    """The stack file is missing or not what Pulumi would accept."""
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+
+
+@dataclass
+class ProgramRun:
+    resources: list[Registered] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Registered:
+        found = self.of_type(type_)
+        if len(found) != 1:
+            raise AssertionError(f"expected one {type_}, found {[r.name for r in found]}")
+        return found[0]
+
+
+# Computed outputs the program reads, by resource type.
+_FAKE_OUTPUTS: dict[str, dict[str, Any]] = {
+    "azure-native:network:PublicIPAddress": {"ipAddress": "203.0.113.10"},
+}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs)))
+        outputs = {**args.inputs, **_FAKE_OUTPUTS.get(args.typ, {})}
+        outputs.setdefault("name", args.name)
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any] | None]:
+        return {}, None
+
+
+def stack_file(stack: str, root: Path = ROOT) -> Path:
+    return root / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
+    """Config of Pulumi.<stack>.yaml as the CLI hands it to a program."""
+    path = stack_file(stack, root)
+    if not path.exists():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        raise StackFileError(f"no stack file {path.name}; stacks here: {', '.join(known)}")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise StackFileError(f"{path.name} is not valid YAML: {err}") from None
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise StackFileError(f"{path.name}: 'config' must be a mapping")
+    raw: dict[str, str] = {}
+    for key, value in config.items():
+        if ":" not in key:
+            key = f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            raise StackFileError(
+                f"{path.name}: {key} is an encrypted secret; the offline plan cannot decrypt it"
+            )
+        # Structured values reach programs JSON-encoded; scalars as strings.
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
+    return raw
+
+
+def run_program(stack: str, raw_config: dict[str, str], program: Path = PROGRAM) -> ProgramRun:
+    """Run the program under mocks (never preview: unknowns would hide values)."""
+    if str(program.parent) not in sys.path:
+        sys.path.insert(0, str(program.parent))
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_all_config(raw_config)
+    run = ProgramRun(resources=mocks.resources)
+
+    @pulumi.runtime.test
+    def _run() -> pulumi.Output[Any]:
+        runpy.run_path(str(program), run_name="__main__")
+        root = pulumi.runtime.settings.get_root_resource()
+        exported = getattr(root, "outputs", {})
+        return pulumi.Output.all(**exported).apply(run.outputs.update)
+
+    _run()
+    return run
