@@ -9,6 +9,7 @@ outputs the program reads.
 from __future__ import annotations
 
 import json
+import logging
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -104,7 +105,11 @@ def run_program(stack: str, raw_config: dict[str, str], program: Path = PROGRAM)
     if str(program.parent) not in sys.path:
         sys.path.insert(0, str(program.parent))
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    # The program's warnings are part of the settings the caller already has.
+    quiet = logging.getLogger("obs-farm.offline")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=quiet)
     pulumi.runtime.set_all_config(raw_config)
     run = ProgramRun(resources=mocks.resources)
 

@@ -1,0 +1,167 @@
+"""Offline plan: what `pulumi up` would build for a stack, before paying for it.
+
+    python -m tools.plan STACK [--out DIR]
+
+Reads Pulumi.STACK.yaml, validates it, runs the program with the cloud
+mocked, and prints the worker topology, resource counts by type and the
+paths of the rendered cloud-init documents it wrote (decoded from the exact
+customData the program registers). Bad config: the message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from components.topology import WorkerPool, worker_pools
+from config import ConfigError, FarmSettings, load_settings
+from tools.offline import ROOT, ProgramRun, StackFileError, read_stack_config, run_program
+
+# Where each kind of resource carries its cloud-init, as wire-name paths.
+USER_DATA_PATHS = {
+    "azure-native:compute:VirtualMachine": ("osProfile", "customData"),
+    "azure-native:compute:VirtualMachineScaleSet": (
+        "virtualMachineProfile",
+        "osProfile",
+        "customData",
+    ),
+}
+
+
+def _dig(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def user_data_documents(run: ProgramRun) -> dict[str, str]:
+    """Resource name -> decoded cloud-init, for every VM and scale set."""
+    docs = {}
+    for res in run.resources:
+        path = USER_DATA_PATHS.get(res.type)
+        if path is None:
+            continue
+        encoded = _dig(res.inputs, path)
+        if encoded:
+            docs[res.name] = base64.b64decode(encoded).decode()
+    return docs
+
+
+def _range(lo: int, hi: int) -> str:
+    return f"{lo}..{hi}"
+
+
+def topology_table(pools: list[WorkerPool]) -> list[str]:
+    header = ("pool", "cloud", "vm size", "VMs", "arch", "execution", "per VM", "jobs", "instances")
+    rows = [header]
+    for pool in pools:
+        for i, g in enumerate(pool.groups):
+            first = i == 0
+            rows.append(
+                (
+                    pool.name if first else "",
+                    pool.cloud if first else "",
+                    pool.vm_size if first else "",
+                    _range(pool.min_vms, pool.max_vms) if first else "",
+                    g.arch,
+                    "emulated" if g.emulated else "native",
+                    str(g.instances),
+                    str(g.jobs),
+                    _range(g.instances * pool.min_vms, g.instances * pool.max_vms),
+                )
+            )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    vms = (sum(p.min_vms for p in pools), sum(p.max_vms for p in pools))
+    inst = (
+        sum(p.instances_per_vm * p.min_vms for p in pools),
+        sum(p.instances_per_vm * p.max_vms for p in pools),
+    )
+    emu = (
+        sum(p.emulated_per_vm * p.min_vms for p in pools),
+        sum(p.emulated_per_vm * p.max_vms for p in pools),
+    )
+    lines.append(
+        f"total: {_range(*vms)} VMs, {_range(*inst)} worker instances "
+        f"({_range(*emu)} emulated)"
+    )
+    return lines
+
+
+def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[str, Path]) -> str:
+    out = [
+        f"obs-farm offline plan for stack '{stack}' (Pulumi.{stack}.yaml)",
+        f"mode {settings.mode}, location {settings.location}, "
+        f"architectures {', '.join(settings.architectures)}",
+        "No cloud was contacted: this is what `pulumi up` would create.",
+        "",
+    ]
+    if settings.warnings:
+        out += ["Warnings:", *(f"  ! {w}" for w in settings.warnings), ""]
+    out += ["Worker topology:", *(f"  {line}" for line in topology_table(worker_pools(settings)))]
+    s = settings.server
+    out += [
+        "",
+        f"Server: {s.vm_size}, private {run.outputs.get('serverPrivateIp')}, "
+        f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete), "
+        f"frontend {'image ' + s.frontend_image if s.frontend_image else 'not deployed (no server.frontendImage)'}",
+        f"SSH/HTTPS from: {', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
+        "",
+    ]
+    counts = Counter(r.type for r in run.resources if not r.type.startswith("obs-farm:"))
+    width = max(len(t) for t in counts)
+    out.append(f"Resources ({sum(counts.values())}):")
+    out += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
+    out += ["", "Cloud-init documents written:"]
+    out += [f"  {name}: {path}" for name, path in written.items()]
+    return "\n".join(out)
+
+
+def write_documents(docs: dict[str, str], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.user-data"):
+        old.unlink()
+    written = {}
+    for name, text in sorted(docs.items()):
+        path = out_dir / f"{name}.user-data"
+        path.write_text(text)
+        written[name] = path
+    return written
+
+
+def plan(stack: str, out_dir: Path) -> str:
+    raw = read_stack_config(stack)
+    settings = load_settings(raw)
+    run = run_program(stack, raw)
+    written = write_documents(user_data_documents(run), out_dir)
+    return render(stack, settings, run, written)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plan", description=__doc__.splitlines()[0])
+    parser.add_argument("stack", help="stack name: reads Pulumi.STACK.yaml")
+    parser.add_argument("--out", type=Path, help="where to write cloud-init (default build/plan/STACK)")
+    args = parser.parse_args(argv)
+    out_dir = args.out or ROOT / "build" / "plan" / args.stack
+    try:
+        print(plan(args.stack, out_dir))
+    except StackFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as err:
+        print(f"error: invalid stack config in Pulumi.{args.stack}.yaml:", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
