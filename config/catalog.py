@@ -63,5 +63,6 @@ AZURE_VM_SIZES: dict[str, AzureVmSize] = _sizes(
 )
 
 # Each OBS worker instance unpacks a build root and runs the package's build
-# and test suite; below this, parallel instances swap or get OOM-killed.
-MIN_GIB_PER_WORKER_INSTANCE = 2
+# and test suite (C++ and its tests under qemu are the hungry ones); the
+# source design ran 15 instances in 64 GiB, about 4.3 GiB each.
+MIN_GIB_PER_WORKER_INSTANCE = 4

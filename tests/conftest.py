@@ -1,0 +1,44 @@
+"""Shared fixtures: the repository on sys.path, valid settings to start from."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def make_public_key(kind: str = "ssh-ed25519", body: bytes = b"\x01" * 32) -> str:
+    """An OpenSSH public key line built from its wire format (no ssh-keygen)."""
+
+    def sshstr(b: bytes) -> bytes:
+        return len(b).to_bytes(4, "big") + b
+
+    blob = sshstr(kind.encode()) + sshstr(body)
+    return f"{kind} {base64.b64encode(blob).decode()} test@example.org"
+
+
+PUBLIC_KEY = make_public_key()
+
+
+def raw_config(**overrides: Any) -> dict[str, str]:
+    """Minimal valid raw config; keyword names are config keys (camelCase)."""
+    raw: dict[str, Any] = {"sshPublicKey": PUBLIC_KEY, "adminCidrs": ["198.51.100.0/24"]}
+    raw.update(overrides)
+    return {
+        (k if ":" in k else f"obs-farm:{k}"): (v if isinstance(v, str) else json.dumps(v))
+        for k, v in raw.items()
+        if v is not None
+    }
+
+
+@pytest.fixture
+def public_key() -> str:
+    return PUBLIC_KEY

@@ -1,0 +1,182 @@
+"""Rendered cloud-init: validated by cloud-init itself, scripts by shellcheck,
+BSConfig by Perl with the same match OBS's BSStdServer performs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import cloudinit
+from components.topology import azure_worker_pool, server_private_ip
+from config import load_settings
+from tests.conftest import raw_config
+from tests.helpers.cloudinit import check_cloud_config, shellcheck
+
+SCRIPTS = sorted(cloudinit.TEMPLATE_DIR.glob("*.sh"))
+
+
+def settings(**overrides):
+    return load_settings(raw_config(**overrides))
+
+
+def worker_doc(**overrides) -> tuple[str, dict]:
+    s = settings(**overrides)
+    text = cloudinit.render_worker_user_data(azure_worker_pool(s), server_private_ip(s))
+    return text, yaml.safe_load(text)
+
+
+def files_of(doc: dict) -> dict[str, dict]:
+    return {f["path"]: f for f in doc["write_files"]}
+
+
+def env_of(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return {k: v.strip('"') for k, v in pairs}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_pass_shellcheck_and_start_strict(script: Path):
+    text = script.read_text()
+    assert text.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in text
+    assert shellcheck(script) == ""
+
+
+@pytest.mark.parametrize("frontend", ["", "registry.example.org/obs/frontend:2.10"])
+def test_server_user_data_is_valid_cloud_config(frontend):
+    text = cloudinit.render_server_user_data(settings(server={"frontendImage": frontend}))
+    assert check_cloud_config(text) == []
+    paths = files_of(yaml.safe_load(text))
+    assert ("/etc/obs-farm/frontend-compose.yaml" in paths) == bool(frontend)
+
+
+@pytest.mark.parametrize("archs", [["x86_64"], ["x86_64", "armv7hl", "aarch64"], ["aarch64"]])
+def test_worker_user_data_is_valid_cloud_config(archs):
+    text, _ = worker_doc(architectures=archs)
+    assert check_cloud_config(text) == []
+
+
+def test_schema_check_catches_a_misspelt_module():
+    text, doc = worker_doc()
+    doc["pacakges"] = doc.pop("packages")
+    bad = "#cloud-config\n" + yaml.safe_dump(doc)
+    assert any("pacakges" in p for p in check_cloud_config(bad))
+
+
+def test_schema_check_catches_a_wrong_type():
+    assert check_cloud_config("#cloud-config\nruncmd: 5\n") != []
+
+
+def test_worker_ships_the_scripts_verbatim_and_executable():
+    _, doc = worker_doc()
+    files = files_of(doc)
+    for path, name in [
+        ("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
+        ("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
+        ("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"),
+    ]:
+        assert files[path]["content"] == cloudinit.template(name)
+        assert files[path]["permissions"] == "0755"
+    assert doc["runcmd"][-1] == ["/usr/local/sbin/obs-farm-worker-setup"]
+
+
+def test_worker_groups_match_the_topology():
+    _, doc = worker_doc(azureWorkers={"instancesPerArch": 3, "jobsPerInstance": 1, "cacheSizeMb": 4096})
+    files = files_of(doc)
+    worker = env_of(files["/etc/obs-farm/worker.env"]["content"])
+    assert worker["REPO_SERVER"] == "http://10.40.1.10:5252"
+    assert worker["OBS_VM_TYPE"] == "none"
+    aarch64 = env_of(files["/etc/obs-farm/groups/aarch64.env"]["content"])
+    assert aarch64 == {
+        "HOSTARCH": "aarch64",
+        "INSTANCES": "3",
+        "JOBS": "1",
+        "PORT_BASE": "41200",
+        "EMULATED": "1",
+        "QEMU_HANDLER": "qemu-aarch64",
+        "CACHE_SIZE_MB": "4096",
+    }
+    x86 = env_of(files["/etc/obs-farm/groups/x86_64.env"]["content"])
+    assert (x86["EMULATED"], x86["QEMU_HANDLER"]) == ("0", "")
+
+
+def test_qemu_only_installed_when_a_group_is_emulated():
+    _, x86_only = worker_doc(architectures=["x86_64"])
+    _, mixed = worker_doc()
+    assert "qemu-user-static" not in x86_only["packages"]
+    assert not any(p.startswith("/etc/obs-farm/groups/a") for p in files_of(x86_only))
+    assert {"qemu-user-static", "binfmt-support", "docker.io", "obs-worker"} <= set(mixed["packages"])
+
+
+def test_server_env_names_disk_and_schedulers():
+    doc = yaml.safe_load(cloudinit.render_server_user_data(settings(architectures=["x86_64", "armv7hl"])))
+    env = env_of(files_of(doc)["/etc/obs-farm/server.env"]["content"])
+    assert env["DATA_DISK_DEVICE"] == "/dev/disk/azure/scsi1/lun0"
+    assert env["SCHEDULER_ARCHS"] == "x86_64 armv7l"
+
+
+def test_no_secret_material_in_user_data():
+    s = settings(server={"frontendImage": "registry.example.org/obs/frontend:2.10"})
+    texts = [cloudinit.render_server_user_data(s), worker_doc()[0]]
+    for text in texts:
+        assert "PRIVATE KEY" not in text
+        assert "PASSWORD=" not in text.replace("MARIADB_ROOT_PASSWORD=%s", "").replace("MARIADB_PASSWORD=%s", "")
+
+
+def test_fill_refuses_missing_and_leftover_markers():
+    with pytest.raises(ValueError, match="no marker @@B@@"):
+        cloudinit.fill("@@A@@", {"A": "1", "B": "2"})
+    with pytest.raises(ValueError, match="left unfilled"):
+        cloudinit.fill("@@A@@ @@C@@", {"A": "1"})
+
+
+def _perl_access(bsconfig: str, peers: list[str], tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "BSConfig.pm").write_text(bsconfig)
+    # The same test OBS's BSStdServer::authorize applies to each peer.
+    code = r"""
+use lib shift @ARGV; require BSConfig;
+for my $peer (@ARGV) {
+  my %a;
+  for my $re (sort keys %$BSConfig::ipaccess) {
+    next unless $peer =~ /^$re$/s;
+    $a{$_} = 1 for split(',', $BSConfig::ipaccess->{$re});
+  }
+  print "$peer ", (join(',', sort keys %a) || '-'), "\n";
+}
+print "srcserver $BSConfig::srcserver\nreposerver $BSConfig::reposerver\nbsdir $BSConfig::bsdir\n";
+"""
+    out = subprocess.run(["perl", "-e", code, str(tmp_path), *peers], check=True, capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in out.stdout.splitlines())
+
+
+def test_bsconfig_ipaccess_allows_exactly_the_worker_subnet(tmp_path):
+    s = settings(network={"azureWorkerSubnet": "10.40.16.0/20"})
+    access = _perl_access(
+        cloudinit.render_bsconfig(s),
+        ["127.0.0.1", "::1", "10.40.1.10", "10.40.16.0", "10.40.31.255", "10.40.15.255",
+         "10.40.32.1", "10.40.1.11", "10.40.1.100", "203.0.113.7", "110.40.16.1"],
+        tmp_path,
+    )
+    assert access["127.0.0.1"] == access["::1"] == access["10.40.1.10"] == "rw"
+    assert access["10.40.16.0"] == access["10.40.31.255"] == "worker"
+    for outsider in ["10.40.15.255", "10.40.32.1", "10.40.1.11", "10.40.1.100", "203.0.113.7", "110.40.16.1"]:
+        assert access[outsider] == "-", outsider
+    assert access["srcserver"] == "http://10.40.1.10:5352"
+    assert access["reposerver"] == "http://10.40.1.10:5252"
+    assert access["bsdir"] == "/srv/obs"
+
+
+@pytest.mark.parametrize(("cidr", "inside", "outside"), [
+    ("10.0.0.0/8", "10.255.1.2", "11.0.0.1"),
+    ("172.16.0.0/12", "172.31.0.1", "172.32.0.1"),
+    ("192.168.4.0/22", "192.168.7.255", "192.168.8.0"),
+    ("10.1.2.3/32", "10.1.2.3", "10.1.2.30"),
+])
+def test_cidr_regex_matches_exactly_the_range(cidr, inside, outside, tmp_path):
+    rx = cloudinit.cidr_regex(cidr)
+    bsconfig = f"package BSConfig;\nour $ipaccess = {{ '{rx}' => 'worker' }};\nour $srcserver='';our $reposerver='';our $bsdir='';\n1;\n"
+    access = _perl_access(bsconfig, [inside, outside], tmp_path)
+    assert (access[inside], access[outside]) == ("worker", "-")

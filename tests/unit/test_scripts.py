@@ -1,0 +1,300 @@
+"""The cloud-init shell scripts, executed for real on this machine.
+
+Only what would touch the host is redirected: the binfmt_misc directory
+(a directory of handler files in the kernel's format), systemctl (a recorder)
+and bs_worker (a stub that prints its arguments). The data-disk script runs
+against a real loop device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components import cloudinit
+from components.topology import azure_worker_pool
+from config import load_settings
+from tests.conftest import raw_config
+
+T = cloudinit.TEMPLATE_DIR
+CHECK = T / "check-binfmt.sh"
+
+
+def handler_file(flags: str, enabled: bool = True) -> str:
+    # The layout of /proc/sys/fs/binfmt_misc/qemu-aarch64 on Debian 12.
+    return (
+        f"{'enabled' if enabled else 'disabled'}\n"
+        "interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n"
+        f"flags: {flags}\noffset 0\nmagic 7f454c460201010000000000000000000200b700\n"
+    )
+
+
+@pytest.fixture
+def binfmt(tmp_path: Path) -> Path:
+    d = tmp_path / "binfmt"
+    d.mkdir()
+    (d / "status").write_text("enabled\n")
+    return d
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def check(binfmt: Path, *handlers: str) -> subprocess.CompletedProcess[str]:
+    return run([str(CHECK), *handlers], {"OBS_FARM_BINFMT_DIR": str(binfmt)})
+
+
+def test_binfmt_check_accepts_handlers_with_f(binfmt):
+    (binfmt / "qemu-arm").write_text(handler_file("PF"))
+    (binfmt / "qemu-aarch64").write_text(handler_file("POCF"))
+    res = check(binfmt, "qemu-arm", "qemu-aarch64")
+    assert res.returncode == 0, res.stderr
+    assert "qemu-aarch64 ok (flags: POCF)" in res.stdout
+
+
+def test_binfmt_check_refuses_a_handler_without_f(binfmt):
+    (binfmt / "qemu-arm").write_text(handler_file("P"))
+    res = check(binfmt, "qemu-arm")
+    assert res.returncode == 1
+    assert "qemu-arm lacks the F flag (flags: P)" in res.stderr
+
+
+def test_binfmt_check_refuses_a_missing_handler(binfmt):
+    (binfmt / "qemu-arm").write_text(handler_file("PF"))
+    res = check(binfmt, "qemu-arm", "qemu-aarch64")
+    assert res.returncode == 1
+    assert "qemu-aarch64 is not registered" in res.stderr
+
+
+def test_binfmt_check_refuses_a_disabled_handler(binfmt):
+    (binfmt / "qemu-arm").write_text(handler_file("PF", enabled=False))
+    assert "qemu-arm is disabled" in check(binfmt, "qemu-arm").stderr
+
+
+@pytest.mark.skipif(not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(), reason="no qemu-aarch64 handler on this host")
+def test_binfmt_check_reads_the_real_kernel_entry():
+    res = run([str(CHECK), "qemu-aarch64"])
+    flags = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").read_text()
+    assert (res.returncode == 0) == ("flags: " in flags and "F" in flags.split("flags: ")[1].split()[0])
+
+
+# --- worker groups ---------------------------------------------------------
+
+
+@pytest.fixture
+def worker_host(tmp_path: Path, binfmt: Path) -> dict[str, str]:
+    """A worker's /etc/obs-farm rendered by the real renderer, paths in tmp."""
+    s = load_settings(raw_config(azureWorkers={"instancesPerArch": 2, "jobsPerInstance": 2}))
+    pool = dataclasses.replace(azure_worker_pool(s), work_dir=str(tmp_path / "work"))
+    conf = tmp_path / "etc"
+    (conf / "groups").mkdir(parents=True)
+    code = tmp_path / "code"
+    env_text = cloudinit.worker_env(pool, "127.0.0.1").replace(
+        "/var/lib/obs-farm/worker-code", str(code)
+    )
+    (conf / "worker.env").write_text(env_text)
+    for g in pool.groups:
+        (conf / "groups" / f"{g.arch}.env").write_text(cloudinit.group_env(g))
+    calls = tmp_path / "systemctl.log"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    systemctl.chmod(0o755)
+    return {
+        "OBS_FARM_CONF_DIR": str(conf),
+        "OBS_FARM_CHECK_BINFMT": str(CHECK),
+        "OBS_FARM_BINFMT_DIR": str(binfmt),
+        "OBS_FARM_SYSTEMCTL": str(systemctl),
+        "calls": str(calls),
+        "code": str(code),
+        "binfmt": str(binfmt),
+    }
+
+
+def test_setup_starts_every_group_native_first(worker_host):
+    b = Path(worker_host["binfmt"])
+    (b / "qemu-arm").write_text(handler_file("PF"))
+    (b / "qemu-aarch64").write_text(handler_file("PF"))
+    res = run([str(T / "obs-farm-worker-setup.sh")], worker_host)
+    assert res.returncode == 0, res.stderr
+    calls = Path(worker_host["calls"]).read_text().split("\n")
+    assert calls[:2] == [
+        "enable --now obs-farm-worker@x86_64-1.service",
+        "enable --now obs-farm-worker@x86_64-2.service",
+    ]
+    assert len([c for c in calls if c]) == 6
+    assert "started 6 worker instances" in res.stdout
+
+
+def test_setup_skips_emulated_groups_without_f_and_fails(worker_host):
+    b = Path(worker_host["binfmt"])
+    (b / "qemu-arm").write_text(handler_file("P"))  # registered without F
+    # qemu-aarch64 not registered at all
+    res = run([str(T / "obs-farm-worker-setup.sh")], worker_host)
+    assert res.returncode == 1
+    calls = [c for c in Path(worker_host["calls"]).read_text().split("\n") if c]
+    assert calls == [
+        "enable --now obs-farm-worker@x86_64-1.service",
+        "enable --now obs-farm-worker@x86_64-2.service",
+    ]
+    assert "NOT started (binfmt check failed): aarch64 armv7hl" in res.stderr
+
+
+def _stub_bs_worker(code: Path) -> Path:
+    code.mkdir(parents=True, exist_ok=True)
+    stub = code / "bs_worker"
+    stub.write_text(f'#!/bin/sh\necho "$*" > {code}/args\n')
+    stub.chmod(0o755)
+    return code / "args"
+
+
+def test_worker_instance_runs_bs_worker_with_the_group_settings(worker_host):
+    (Path(worker_host["binfmt"]) / "qemu-aarch64").write_text(handler_file("PF"))
+    args_file = _stub_bs_worker(Path(worker_host["code"]))
+    res = run([str(T / "obs-farm-worker.sh"), "run", "aarch64-2"], worker_host)
+    assert res.returncode == 0, res.stderr
+    args = args_file.read_text().split()
+    host = run(["hostname"]).stdout.strip()
+
+    def arg(flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    assert arg("--port") == "41202"
+    assert arg("--arch") == "aarch64"
+    assert arg("--id") == f"{host}:aarch64-2"
+    assert arg("--reposerver") == "http://127.0.0.1:5252"
+    assert arg("--jobs") == "2"
+    assert arg("--root").endswith("/work/aarch64/2/root")
+    assert "--vm-type" not in args  # chroot
+
+
+def test_native_instance_has_no_arch_flag(worker_host):
+    args_file = _stub_bs_worker(Path(worker_host["code"]))
+    assert run([str(T / "obs-farm-worker.sh"), "run", "x86_64-1"], worker_host).returncode == 0
+    args = args_file.read_text().split()
+    assert "--arch" not in args and args[args.index("--port") + 1] == "41001"
+
+
+def test_emulated_instance_refuses_without_handler(worker_host):
+    args_file = _stub_bs_worker(Path(worker_host["code"]))
+    res = run([str(T / "obs-farm-worker.sh"), "run", "armv7hl-1"], worker_host)
+    assert res.returncode == 78  # RestartPreventExitStatus: systemd stops retrying
+    assert "refusing to start emulated armv7hl worker 1" in res.stderr
+    assert not args_file.exists()
+
+
+@pytest.mark.parametrize(("instance", "message"), [("aarch64-3", "has instances 1..2, not 3"), ("riscv-1", "no worker group 'riscv'"), ("aarch64", "is not GROUP-N")])
+def test_worker_instance_bad_names(worker_host, instance, message):
+    res = run([str(T / "obs-farm-worker.sh"), "run", instance], worker_host)
+    assert res.returncode == 78 and message in res.stderr
+
+
+@pytest.fixture
+def workercode_server(tmp_path: Path) -> Iterator[str]:
+    """A stand-in repserver on loopback serving /getworkercode as a cpio."""
+    src = tmp_path / "srv-code"
+    src.mkdir()
+    (src / "bs_worker").write_text("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/args\"\n")
+    (src / "bs_worker").chmod(0o755)
+    (src / "BSUtil.pm").write_text("1;\n")
+    archive = subprocess.run(
+        ["cpio", "-o", "--quiet", "-H", "newc"], input=b"bs_worker\nBSUtil.pm\n", cwd=src, capture_output=True, check=True
+    ).stdout
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/getworkercode"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            if ok:
+                self.wfile.write(archive)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed")
+def test_worker_fetches_code_from_the_repserver(worker_host, workercode_server):
+    conf = Path(worker_host["OBS_FARM_CONF_DIR"]) / "worker.env"
+    conf.write_text(conf.read_text().replace("http://127.0.0.1:5252", workercode_server))
+    res = run([str(T / "obs-farm-worker.sh"), "run", "x86_64-1"], worker_host)
+    assert res.returncode == 0, res.stderr
+    code = Path(worker_host["code"])
+    assert (code / "BSUtil.pm").exists()
+    assert (code / "XML").is_symlink()  # bs_worker loads XML/*.pm
+    assert "--port 41001" in (code / "args").read_text()
+
+
+# --- data disk --------------------------------------------------------------
+
+
+def _can_loop() -> bool:
+    return os.geteuid() == 0 and shutil.which("losetup") is not None
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path) -> Iterator[str]:
+    img = tmp_path / "disk.img"
+    with img.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["umount", str(tmp_path / "mnt")], capture_output=True)
+        subprocess.run(["losetup", "-d", dev], check=True)
+
+
+def _prepare(dev: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return run(
+        [str(T / "prepare-data-disk.sh"), dev, str(tmp_path / "mnt")],
+        {"OBS_FARM_FSTAB": str(tmp_path / "fstab"), "OBS_FARM_DISK_WAIT": "2"},
+    )
+
+
+@pytest.mark.skipif(not _can_loop(), reason="needs root and loop devices")
+def test_data_disk_is_formatted_once_and_its_data_survives_a_second_boot(loop_disk, tmp_path):
+    (tmp_path / "fstab").write_text("")
+    first = _prepare(loop_disk, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "is blank; creating ext4" in first.stdout
+    (tmp_path / "mnt" / "archive.txt").write_text("4121 source packages\n")
+    subprocess.run(["umount", str(tmp_path / "mnt")], check=True)
+    second = _prepare(loop_disk, tmp_path)  # a replaced VM booting on the same disk
+    assert second.returncode == 0, second.stderr
+    assert "already holds ext4; keeping its data" in second.stdout
+    assert (tmp_path / "mnt" / "archive.txt").read_text() == "4121 source packages\n"
+    fstab = (tmp_path / "fstab").read_text().splitlines()
+    assert len(fstab) == 1 and fstab[0].startswith("UUID=") and " ext4 defaults,nofail" in fstab[0]
+
+
+@pytest.mark.skipif(not _can_loop(), reason="needs root and loop devices")
+def test_data_disk_with_a_partition_table_is_not_touched(loop_disk, tmp_path):
+    (tmp_path / "fstab").write_text("")
+    subprocess.run(["sfdisk", "-q", loop_disk], input="label: gpt\n,\n", text=True, check=True, capture_output=True)
+    res = _prepare(loop_disk, tmp_path)
+    assert res.returncode == 1
+    assert "not a filesystem (partition table?); not touching it" in res.stderr
+    probe = run(["blkid", "-p", "-s", "PTTYPE", "-o", "value", loop_disk])
+    assert probe.stdout.strip() == "gpt"
+
+
+def test_data_disk_that_never_appears_fails_clearly(tmp_path):
+    res = _prepare(str(tmp_path / "no-such-disk"), tmp_path)
+    assert res.returncode == 1
+    assert "did not appear within 2s" in res.stderr
