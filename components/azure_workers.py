@@ -61,8 +61,11 @@ def cpu_rule(vmss_id: pulumi.Input[str], scale_out: bool) -> dict[str, Any]:
 
 class AzureWorkerPool(pulumi.ComponentResource):
     scale_set_id: pulumi.Output[str]
+    autoscale_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: AzureWorkerPoolArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: AzureWorkerPoolArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("obs-farm:azure:AzureWorkerPool", name, None, opts)
         pool = args.pool
         priority: dict[str, Any] = (
@@ -104,7 +107,11 @@ class AzureWorkerPool(pulumi.ComponentResource):
                             "enable_accelerated_networking": True,
                             "delete_option": "Delete",
                             "ip_configurations": [
-                                {"name": "primary", "primary": True, "subnet": {"id": args.subnet_id}}
+                                {
+                                    "name": "primary",
+                                    "primary": True,
+                                    "subnet": {"id": args.subnet_id},
+                                }
                             ],
                         }
                     ],
@@ -114,7 +121,7 @@ class AzureWorkerPool(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["sku.capacity"]),
         )
-        monitor.AutoscaleSetting(
+        autoscale = monitor.AutoscaleSetting(
             f"{name}-autoscale",
             resource_group_name=args.resource_group_name,
             location=args.location,
@@ -135,4 +142,7 @@ class AzureWorkerPool(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.scale_set_id = vmss.id
-        self.register_outputs({"scale_set_id": self.scale_set_id})
+        self.autoscale_id = autoscale.id
+        self.register_outputs(
+            {"scale_set_id": self.scale_set_id, "autoscale_id": self.autoscale_id}
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def _file(path: str, content: str, permissions: str = "0644") -> dict[str, Any]:
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
-def _env(values: dict[str, str | int]) -> str:
+def _env(values: Mapping[str, str | int]) -> str:
     lines = [f'{k}="{v}"' for k, v in values.items()]
     return "# Rendered by obs-farm.\n" + "\n".join(lines) + "\n"
 
@@ -108,9 +109,7 @@ _Dumper.add_representer(str, _str)
 
 
 def _dump(doc: dict[str, Any]) -> str:
-    body = yaml.dump(
-        doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096
-    )
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096)
     return "#cloud-config\n" + body
 
 
@@ -157,7 +156,9 @@ def render_worker_user_data(pool: WorkerPool, server_address: str) -> str:
         *(_file(f"/etc/obs-farm/groups/{g.arch}.env", group_env(g)) for g in pool.groups),
         _file("/etc/systemd/system/obs-farm-worker@.service", template("obs-farm-worker@.service")),
         _file("/usr/local/sbin/obs-farm-worker", template("obs-farm-worker.sh"), "0755"),
-        _file("/usr/local/sbin/obs-farm-worker-setup", template("obs-farm-worker-setup.sh"), "0755"),
+        _file(
+            "/usr/local/sbin/obs-farm-worker-setup", template("obs-farm-worker-setup.sh"), "0755"
+        ),
         _file("/usr/local/sbin/obs-farm-check-binfmt", template("check-binfmt.sh"), "0755"),
     ]
     doc["write_files"] = files
@@ -185,8 +186,12 @@ def render_server_user_data(settings: FarmSettings) -> str:
     files = [
         _file("/etc/obs-farm/server.env", _env(env)),
         _file("/etc/obs-farm/BSConfig.pm", render_bsconfig(settings)),
-        _file("/usr/local/sbin/obs-farm-prepare-data-disk", template("prepare-data-disk.sh"), "0755"),
-        _file("/usr/local/sbin/obs-farm-server-setup", template("obs-farm-server-setup.sh"), "0755"),
+        _file(
+            "/usr/local/sbin/obs-farm-prepare-data-disk", template("prepare-data-disk.sh"), "0755"
+        ),
+        _file(
+            "/usr/local/sbin/obs-farm-server-setup", template("obs-farm-server-setup.sh"), "0755"
+        ),
     ]
     if settings.server.frontend_image:
         files.append(

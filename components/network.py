@@ -34,7 +34,9 @@ class FarmNetworkArgs:
     tags: dict[str, str]
 
 
-def _rule(name: str, priority: int, sources: list[str], dest: str, ports: list[str]) -> dict[str, Any]:
+def _rule(
+    name: str, priority: int, sources: list[str], dest: str, ports: list[str]
+) -> dict[str, Any]:
     return {
         "name": name,
         "priority": priority,
@@ -70,7 +72,13 @@ def server_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
     # The source service (5152) stays local to the server.
     worker_facing = [str(p) for p in BACKEND_PORTS if p != 5152]
     rules.append(
-        _rule("obs-backend-from-workers", 200, [args.worker_subnet], args.server_address, worker_facing)
+        _rule(
+            "obs-backend-from-workers",
+            200,
+            [args.worker_subnet],
+            args.server_address,
+            worker_facing,
+        )
     )
     rules.append(_DENY_ALL)
     return rules
@@ -79,12 +87,18 @@ def server_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
 def worker_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
     rules = []
     if args.admin_cidrs:
-        rules.append(_rule("ssh-from-admins", 100, list(args.admin_cidrs), args.worker_subnet, ["22"]))
+        rules.append(
+            _rule("ssh-from-admins", 100, list(args.admin_cidrs), args.worker_subnet, ["22"])
+        )
     lo, hi = WORKER_PORT_RANGE
     # The dispatcher connects back to each worker's registered port.
     rules.append(
         _rule(
-            "obs-dispatcher-to-workers", 200, [f"{args.server_address}/32"], args.worker_subnet, [f"{lo}-{hi}"]
+            "obs-dispatcher-to-workers",
+            200,
+            [f"{args.server_address}/32"],
+            args.worker_subnet,
+            [f"{lo}-{hi}"],
         )
     )
     rules.append(_DENY_ALL)
@@ -96,7 +110,9 @@ class FarmNetwork(pulumi.ComponentResource):
     server_subnet_id: pulumi.Output[str]
     worker_subnet_id: pulumi.Output[str]
 
-    def __init__(self, name: str, args: FarmNetworkArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: FarmNetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("obs-farm:azure:FarmNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         common = {"location": args.location, "tags": args.tags}

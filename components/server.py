@@ -43,6 +43,7 @@ class ObsServer(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
     data_disk_id: pulumi.Output[str]
+    vm_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: ObsServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("obs-farm:azure:ObsServer", name, None, opts)
@@ -132,5 +133,6 @@ class ObsServer(pulumi.ComponentResource):
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,
                 "data_disk_id": self.data_disk_id,
+                "vm_id": self.vm_id,
             }
         )

@@ -53,7 +53,7 @@ class WorkerGroup:
 
     @property
     def port_base(self) -> int:
-        return WORKER_PORT_BASE + PORT_STRIDE * ALL_ARCHS.index(self.arch)  # type: ignore[arg-type]
+        return WORKER_PORT_BASE + PORT_STRIDE * ALL_ARCHS.index(self.arch)
 
     def ports(self) -> range:
         return range(self.port_base + 1, self.port_base + self.instances + 1)

@@ -60,12 +60,9 @@ def _network(settings: FarmSettings) -> Iterator[str]:
     }
     for key, net in subnets.items():
         if net.version != space.version or not net.subnet_of(space):  # type: ignore[arg-type]
-            yield (
-                f"{NS}:network.{key} {net} must lie inside "
-                f"{NS}:network.addressSpace {space}"
-            )
+            yield (f"{NS}:network.{key} {net} must lie inside {NS}:network.addressSpace {space}")
     a, b = subnets["serverSubnet"], subnets["azureWorkerSubnet"]
-    if a.overlaps(b):  # type: ignore[arg-type]
+    if a.overlaps(b):
         yield f"{NS}:network.serverSubnet {a} overlaps {NS}:network.azureWorkerSubnet {b}"
     if a.prefixlen > 28:
         yield f"{NS}:network.serverSubnet {a} must be /28 or larger (Azure keeps 5 addresses)"

@@ -33,6 +33,7 @@ class Registered:
     type: str
     name: str
     inputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,8 +61,24 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Registered] = []
 
+        # Resource options by resource name: the mock monitor never sees them.
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def record_options(
+        self, args: pulumi.ResourceTransformationArgs
+    ) -> pulumi.ResourceTransformationResult | None:
+        o = args.opts
+        self.options[args.name] = {
+            "protect": bool(o.protect),
+            "retain_on_delete": bool(o.retain_on_delete),
+            "delete_before_replace": bool(o.delete_before_replace),
+            "ignore_changes": list(o.ignore_changes or []),
+        }
+        return None
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(Registered(args.typ, args.name, dict(args.inputs)))
+        options = self.options.get(args.name, {})
+        self.resources.append(Registered(args.typ, args.name, dict(args.inputs), options))
         outputs = {**args.inputs, **_FAKE_OUTPUTS.get(args.typ, {})}
         outputs.setdefault("name", args.name)
         return f"{args.name}-id", outputs
@@ -115,6 +132,7 @@ def run_program(stack: str, raw_config: dict[str, str], program: Path = PROGRAM)
 
     @pulumi.runtime.test
     def _run() -> pulumi.Output[Any]:
+        pulumi.runtime.register_stack_transformation(mocks.record_options)
         runpy.run_path(str(program), run_name="__main__")
         root = pulumi.runtime.settings.get_root_resource()
         exported = getattr(root, "outputs", {})

@@ -77,7 +77,10 @@ def topology_table(pools: list[WorkerPool]) -> list[str]:
                 )
             )
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     vms = (sum(p.min_vms for p in pools), sum(p.max_vms for p in pools))
     inst = (
@@ -89,8 +92,7 @@ def topology_table(pools: list[WorkerPool]) -> list[str]:
         sum(p.emulated_per_vm * p.max_vms for p in pools),
     )
     lines.append(
-        f"total: {_range(*vms)} VMs, {_range(*inst)} worker instances "
-        f"({_range(*emu)} emulated)"
+        f"total: {_range(*vms)} VMs, {_range(*inst)} worker instances ({_range(*emu)} emulated)"
     )
     return lines
 
@@ -107,11 +109,16 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
         out += ["Warnings:", *(f"  ! {w}" for w in settings.warnings), ""]
     out += ["Worker topology:", *(f"  {line}" for line in topology_table(worker_pools(settings)))]
     s = settings.server
+    frontend = (
+        f"image {s.frontend_image}"
+        if s.frontend_image
+        else "not deployed (no server.frontendImage)"
+    )
     out += [
         "",
         f"Server: {s.vm_size}, private {run.outputs.get('serverPrivateIp')}, "
         f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete), "
-        f"frontend {'image ' + s.frontend_image if s.frontend_image else 'not deployed (no server.frontendImage)'}",
+        f"frontend {frontend}",
         f"SSH/HTTPS from: {', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
         "",
     ]
@@ -147,7 +154,9 @@ def plan(stack: str, out_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plan", description=__doc__.splitlines()[0])
     parser.add_argument("stack", help="stack name: reads Pulumi.STACK.yaml")
-    parser.add_argument("--out", type=Path, help="where to write cloud-init (default build/plan/STACK)")
+    parser.add_argument(
+        "--out", type=Path, help="where to write cloud-init (default build/plan/STACK)"
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or ROOT / "build" / "plan" / args.stack
     try:

@@ -33,7 +33,9 @@ def files_of(doc: dict) -> dict[str, dict]:
 
 
 def env_of(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
     return {k: v.strip('"') for k, v in pairs}
 
 
@@ -60,7 +62,7 @@ def test_worker_user_data_is_valid_cloud_config(archs):
 
 
 def test_schema_check_catches_a_misspelt_module():
-    text, doc = worker_doc()
+    _, doc = worker_doc()
     doc["pacakges"] = doc.pop("packages")
     bad = "#cloud-config\n" + yaml.safe_dump(doc)
     assert any("pacakges" in p for p in check_cloud_config(bad))
@@ -84,7 +86,9 @@ def test_worker_ships_the_scripts_verbatim_and_executable():
 
 
 def test_worker_groups_match_the_topology():
-    _, doc = worker_doc(azureWorkers={"instancesPerArch": 3, "jobsPerInstance": 1, "cacheSizeMb": 4096})
+    _, doc = worker_doc(
+        azureWorkers={"instancesPerArch": 3, "jobsPerInstance": 1, "cacheSizeMb": 4096}
+    )
     files = files_of(doc)
     worker = env_of(files["/etc/obs-farm/worker.env"]["content"])
     assert worker["REPO_SERVER"] == "http://10.40.1.10:5252"
@@ -108,11 +112,15 @@ def test_qemu_only_installed_when_a_group_is_emulated():
     _, mixed = worker_doc()
     assert "qemu-user-static" not in x86_only["packages"]
     assert not any(p.startswith("/etc/obs-farm/groups/a") for p in files_of(x86_only))
-    assert {"qemu-user-static", "binfmt-support", "docker.io", "obs-worker"} <= set(mixed["packages"])
+    assert {"qemu-user-static", "binfmt-support", "docker.io", "obs-worker"} <= set(
+        mixed["packages"]
+    )
 
 
 def test_server_env_names_disk_and_schedulers():
-    doc = yaml.safe_load(cloudinit.render_server_user_data(settings(architectures=["x86_64", "armv7hl"])))
+    doc = yaml.safe_load(
+        cloudinit.render_server_user_data(settings(architectures=["x86_64", "armv7hl"]))
+    )
     env = env_of(files_of(doc)["/etc/obs-farm/server.env"]["content"])
     assert env["DATA_DISK_DEVICE"] == "/dev/disk/azure/scsi1/lun0"
     assert env["SCHEDULER_ARCHS"] == "x86_64 armv7l"
@@ -123,7 +131,9 @@ def test_no_secret_material_in_user_data():
     texts = [cloudinit.render_server_user_data(s), worker_doc()[0]]
     for text in texts:
         assert "PRIVATE KEY" not in text
-        assert "PASSWORD=" not in text.replace("MARIADB_ROOT_PASSWORD=%s", "").replace("MARIADB_PASSWORD=%s", "")
+        assert "PASSWORD=" not in text.replace("MARIADB_ROOT_PASSWORD=%s", "").replace(
+            "MARIADB_PASSWORD=%s", ""
+        )
 
 
 def test_fill_refuses_missing_and_leftover_markers():
@@ -148,7 +158,9 @@ for my $peer (@ARGV) {
 }
 print "srcserver $BSConfig::srcserver\nreposerver $BSConfig::reposerver\nbsdir $BSConfig::bsdir\n";
 """
-    out = subprocess.run(["perl", "-e", code, str(tmp_path), *peers], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["perl", "-e", code, str(tmp_path), *peers], check=True, capture_output=True, text=True
+    )
     return dict(line.split(" ", 1) for line in out.stdout.splitlines())
 
 
@@ -156,25 +168,46 @@ def test_bsconfig_ipaccess_allows_exactly_the_worker_subnet(tmp_path):
     s = settings(network={"azureWorkerSubnet": "10.40.16.0/20"})
     access = _perl_access(
         cloudinit.render_bsconfig(s),
-        ["127.0.0.1", "::1", "10.40.1.10", "10.40.16.0", "10.40.31.255", "10.40.15.255",
-         "10.40.32.1", "10.40.1.11", "10.40.1.100", "203.0.113.7", "110.40.16.1"],
+        [
+            "127.0.0.1",
+            "::1",
+            "10.40.1.10",
+            "10.40.16.0",
+            "10.40.31.255",
+            "10.40.15.255",
+            "10.40.32.1",
+            "10.40.1.11",
+            "10.40.1.100",
+            "203.0.113.7",
+            "110.40.16.1",
+        ],
         tmp_path,
     )
     assert access["127.0.0.1"] == access["::1"] == access["10.40.1.10"] == "rw"
     assert access["10.40.16.0"] == access["10.40.31.255"] == "worker"
-    for outsider in ["10.40.15.255", "10.40.32.1", "10.40.1.11", "10.40.1.100", "203.0.113.7", "110.40.16.1"]:
+    for outsider in [
+        "10.40.15.255",
+        "10.40.32.1",
+        "10.40.1.11",
+        "10.40.1.100",
+        "203.0.113.7",
+        "110.40.16.1",
+    ]:
         assert access[outsider] == "-", outsider
     assert access["srcserver"] == "http://10.40.1.10:5352"
     assert access["reposerver"] == "http://10.40.1.10:5252"
     assert access["bsdir"] == "/srv/obs"
 
 
-@pytest.mark.parametrize(("cidr", "inside", "outside"), [
-    ("10.0.0.0/8", "10.255.1.2", "11.0.0.1"),
-    ("172.16.0.0/12", "172.31.0.1", "172.32.0.1"),
-    ("192.168.4.0/22", "192.168.7.255", "192.168.8.0"),
-    ("10.1.2.3/32", "10.1.2.3", "10.1.2.30"),
-])
+@pytest.mark.parametrize(
+    ("cidr", "inside", "outside"),
+    [
+        ("10.0.0.0/8", "10.255.1.2", "11.0.0.1"),
+        ("172.16.0.0/12", "172.31.0.1", "172.32.0.1"),
+        ("192.168.4.0/22", "192.168.7.255", "192.168.8.0"),
+        ("10.1.2.3/32", "10.1.2.3", "10.1.2.30"),
+    ],
+)
 def test_cidr_regex_matches_exactly_the_range(cidr, inside, outside, tmp_path):
     rx = cloudinit.cidr_regex(cidr)
     bsconfig = f"package BSConfig;\nour $ipaccess = {{ '{rx}' => 'worker' }};\nour $srcserver='';our $reposerver='';our $bsdir='';\n1;\n"

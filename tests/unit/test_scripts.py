@@ -46,7 +46,9 @@ def binfmt(tmp_path: Path) -> Path:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60
+    )
 
 
 def check(binfmt: Path, *handlers: str) -> subprocess.CompletedProcess[str]:
@@ -80,11 +82,16 @@ def test_binfmt_check_refuses_a_disabled_handler(binfmt):
     assert "qemu-arm is disabled" in check(binfmt, "qemu-arm").stderr
 
 
-@pytest.mark.skipif(not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(), reason="no qemu-aarch64 handler on this host")
+@pytest.mark.skipif(
+    not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
+    reason="no qemu-aarch64 handler on this host",
+)
 def test_binfmt_check_reads_the_real_kernel_entry():
     res = run([str(CHECK), "qemu-aarch64"])
     flags = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").read_text()
-    assert (res.returncode == 0) == ("flags: " in flags and "F" in flags.split("flags: ")[1].split()[0])
+    assert (res.returncode == 0) == (
+        "flags: " in flags and "F" in flags.split("flags: ")[1].split()[0]
+    )
 
 
 # --- worker groups ---------------------------------------------------------
@@ -191,7 +198,14 @@ def test_emulated_instance_refuses_without_handler(worker_host):
     assert not args_file.exists()
 
 
-@pytest.mark.parametrize(("instance", "message"), [("aarch64-3", "has instances 1..2, not 3"), ("riscv-1", "no worker group 'riscv'"), ("aarch64", "is not GROUP-N")])
+@pytest.mark.parametrize(
+    ("instance", "message"),
+    [
+        ("aarch64-3", "has instances 1..2, not 3"),
+        ("riscv-1", "no worker group 'riscv'"),
+        ("aarch64", "is not GROUP-N"),
+    ],
+)
 def test_worker_instance_bad_names(worker_host, instance, message):
     res = run([str(T / "obs-farm-worker.sh"), "run", instance], worker_host)
     assert res.returncode == 78 and message in res.stderr
@@ -202,11 +216,15 @@ def workercode_server(tmp_path: Path) -> Iterator[str]:
     """A stand-in repserver on loopback serving /getworkercode as a cpio."""
     src = tmp_path / "srv-code"
     src.mkdir()
-    (src / "bs_worker").write_text("#!/bin/sh\necho \"$*\" > \"$(dirname \"$0\")/args\"\n")
+    (src / "bs_worker").write_text('#!/bin/sh\necho "$*" > "$(dirname "$0")/args"\n')
     (src / "bs_worker").chmod(0o755)
     (src / "BSUtil.pm").write_text("1;\n")
     archive = subprocess.run(
-        ["cpio", "-o", "--quiet", "-H", "newc"], input=b"bs_worker\nBSUtil.pm\n", cwd=src, capture_output=True, check=True
+        ["cpio", "-o", "--quiet", "-H", "newc"],
+        input=b"bs_worker\nBSUtil.pm\n",
+        cwd=src,
+        capture_output=True,
+        check=True,
     ).stdout
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -252,7 +270,9 @@ def loop_disk(tmp_path: Path) -> Iterator[str]:
     img = tmp_path / "disk.img"
     with img.open("wb") as f:
         f.truncate(64 * 1024 * 1024)
-    dev = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True, check=True).stdout.strip()
+    dev = subprocess.run(
+        ["losetup", "-f", "--show", str(img)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
         yield dev
     finally:
@@ -286,7 +306,13 @@ def test_data_disk_is_formatted_once_and_its_data_survives_a_second_boot(loop_di
 @pytest.mark.skipif(not _can_loop(), reason="needs root and loop devices")
 def test_data_disk_with_a_partition_table_is_not_touched(loop_disk, tmp_path):
     (tmp_path / "fstab").write_text("")
-    subprocess.run(["sfdisk", "-q", loop_disk], input="label: gpt\n,\n", text=True, check=True, capture_output=True)
+    subprocess.run(
+        ["sfdisk", "-q", loop_disk],
+        input="label: gpt\n,\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     res = _prepare(loop_disk, tmp_path)
     assert res.returncode == 1
     assert "not a filesystem (partition table?); not touching it" in res.stderr

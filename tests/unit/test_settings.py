@@ -29,7 +29,9 @@ def test_location_comes_from_azure_native_namespace():
 
 
 def test_bad_location_names_the_azure_native_key():
-    assert "azure-native:location must match" in error_of(**{"azure-native:location": "West Europe"})
+    assert "azure-native:location must match" in error_of(
+        **{"azure-native:location": "West Europe"}
+    )
 
 
 def test_other_providers_keys_are_not_ours_to_judge():
@@ -130,23 +132,39 @@ def test_admin_cidr_that_is_the_internet(cidr):
 
 def test_min_vms_above_max_vms():
     msg = error_of(azureWorkers={"minVms": 4, "maxVms": 2})
-    assert msg == "obs-farm:azureWorkers.minVms (4) must not exceed obs-farm:azureWorkers.maxVms (2)"
+    assert (
+        msg == "obs-farm:azureWorkers.minVms (4) must not exceed obs-farm:azureWorkers.maxVms (2)"
+    )
 
 
 @pytest.mark.parametrize(
     ("key", "value", "bound"),
-    [("instancesPerArch", 0, "at least 1"), ("jobsPerInstance", -1, "at least 1"), ("maxVms", 0, "at least 1"), ("minVms", -1, "at least 0")],
+    [
+        ("instancesPerArch", 0, "at least 1"),
+        ("jobsPerInstance", -1, "at least 1"),
+        ("maxVms", 0, "at least 1"),
+        ("minVms", -1, "at least 0"),
+    ],
 )
 def test_counts_must_be_positive(key, value, bound):
-    assert error_of(azureWorkers={key: value}) == f"obs-farm:azureWorkers.{key} must be {bound}; got {value}"
+    assert (
+        error_of(azureWorkers={key: value})
+        == f"obs-farm:azureWorkers.{key} must be {bound}; got {value}"
+    )
 
 
 def test_integer_given_as_string():
-    assert error_of(azureWorkers={"minVms": "1"}) == "obs-farm:azureWorkers.minVms must be an integer; got '1'"
+    assert (
+        error_of(azureWorkers={"minVms": "1"})
+        == "obs-farm:azureWorkers.minVms must be an integer; got '1'"
+    )
 
 
 def test_bool_given_as_string():
-    assert error_of(azureWorkers={"spot": "yes"}) == "obs-farm:azureWorkers.spot must be true or false; got 'yes'"
+    assert (
+        error_of(azureWorkers={"spot": "yes"})
+        == "obs-farm:azureWorkers.spot must be true or false; got 'yes'"
+    )
 
 
 def test_object_given_as_scalar():
@@ -166,7 +184,9 @@ def test_unsupported_server_vm_size():
 
 
 def test_vcpu_overcommit():
-    msg = error_of(azureWorkers={"vmSize": "Standard_D8ds_v5", "instancesPerArch": 2, "jobsPerInstance": 2})
+    msg = error_of(
+        azureWorkers={"vmSize": "Standard_D8ds_v5", "instancesPerArch": 2, "jobsPerInstance": 2}
+    )
     assert msg == (
         "obs-farm:azureWorkers.instancesPerArch x jobsPerInstance x architectures (2 x 2 x 3 = 12) "
         "overcommits obs-farm:azureWorkers.vmSize Standard_D8ds_v5 (8 vCPUs); "
@@ -178,14 +198,20 @@ def test_vcpu_budget_counts_only_the_configured_architectures():
     load_settings(
         raw_config(
             architectures=["x86_64"],
-            azureWorkers={"vmSize": "Standard_D8ds_v5", "instancesPerArch": 4, "jobsPerInstance": 2},
+            azureWorkers={
+                "vmSize": "Standard_D8ds_v5",
+                "instancesPerArch": 4,
+                "jobsPerInstance": 2,
+            },
         )
     )
 
 
 def test_memory_per_instance():
     # 9 instances x 1 job fit the F16s_v2's 16 vCPUs, not its 32 GiB.
-    msg = error_of(azureWorkers={"vmSize": "Standard_F16s_v2", "instancesPerArch": 3, "jobsPerInstance": 1})
+    msg = error_of(
+        azureWorkers={"vmSize": "Standard_F16s_v2", "instancesPerArch": 3, "jobsPerInstance": 1}
+    )
     assert msg == (
         "obs-farm:azureWorkers.instancesPerArch (3 per architecture, 9 in all) needs 36 GiB "
         "at 4 GiB per instance; obs-farm:azureWorkers.vmSize Standard_F16s_v2 has 32 GiB"
@@ -194,12 +220,18 @@ def test_memory_per_instance():
 
 def test_network_subnet_outside_address_space():
     msg = error_of(network={"serverSubnet": "10.50.1.0/24"})
-    assert msg == "obs-farm:network.serverSubnet 10.50.1.0/24 must lie inside obs-farm:network.addressSpace 10.40.0.0/16"
+    assert (
+        msg
+        == "obs-farm:network.serverSubnet 10.50.1.0/24 must lie inside obs-farm:network.addressSpace 10.40.0.0/16"
+    )
 
 
 def test_network_subnets_overlap():
     msg = error_of(network={"serverSubnet": "10.40.16.0/24"})
-    assert msg == "obs-farm:network.serverSubnet 10.40.16.0/24 overlaps obs-farm:network.azureWorkerSubnet 10.40.16.0/20"
+    assert (
+        msg
+        == "obs-farm:network.serverSubnet 10.40.16.0/24 overlaps obs-farm:network.azureWorkerSubnet 10.40.16.0/20"
+    )
 
 
 def test_network_cidr_malformed():
@@ -210,7 +242,10 @@ def test_network_cidr_malformed():
 
 def test_worker_subnet_too_small_for_max_vms():
     msg = error_of(network={"azureWorkerSubnet": "10.40.16.0/29"}, azureWorkers={"maxVms": 5})
-    assert msg == "obs-farm:network.azureWorkerSubnet 10.40.16.0/29 has room for 3 VMs; obs-farm:azureWorkers.maxVms is 5"
+    assert (
+        msg
+        == "obs-farm:network.azureWorkerSubnet 10.40.16.0/29 has room for 3 VMs; obs-farm:azureWorkers.maxVms is 5"
+    )
 
 
 def test_server_subnet_too_small():
@@ -218,7 +253,10 @@ def test_server_subnet_too_small():
 
 
 def test_data_disk_bounds():
-    assert error_of(server={"dataDiskSizeGb": 8}) == "obs-farm:server.dataDiskSizeGb must be at least 32; got 8"
+    assert (
+        error_of(server={"dataDiskSizeGb": 8})
+        == "obs-farm:server.dataDiskSizeGb must be at least 32; got 8"
+    )
 
 
 def test_every_problem_is_reported_at_once():
@@ -228,7 +266,10 @@ def test_every_problem_is_reported_at_once():
 
 def test_retiring_sizes_warn_with_successor():
     s = load_settings(raw_config(server={"vmSize": "Standard_DS14_v2"}))
-    assert any("Standard_DS14_v2 retires on 2028-05-01" in w and "Standard_D16s_v5" in w for w in s.warnings)
+    assert any(
+        "Standard_DS14_v2 retires on 2028-05-01" in w and "Standard_D16s_v5" in w
+        for w in s.warnings
+    )
 
 
 def test_no_admin_ranges_warns():

@@ -36,9 +36,16 @@ def test_x86_native_arm_emulated_with_their_qemu_handlers():
 
 
 def test_ports_are_disjoint_stable_and_inside_the_opened_range():
-    full = azure_worker_pool(load_settings(raw_config(azureWorkers={"instancesPerArch": 4, "jobsPerInstance": 1})))
+    full = azure_worker_pool(
+        load_settings(raw_config(azureWorkers={"instancesPerArch": 4, "jobsPerInstance": 1}))
+    )
     only_arm = azure_worker_pool(
-        load_settings(raw_config(architectures=["aarch64"], azureWorkers={"instancesPerArch": 4, "jobsPerInstance": 1}))
+        load_settings(
+            raw_config(
+                architectures=["aarch64"],
+                azureWorkers={"instancesPerArch": 4, "jobsPerInstance": 1},
+            )
+        )
     )
     ports = [p for g in full.groups for p in g.ports()]
     assert len(ports) == len(set(ports)) == 12
@@ -54,8 +61,12 @@ def test_worker_ids_name_host_arch_and_instance():
 
 
 def test_work_dir_on_temp_disk_only_when_the_size_has_one():
-    with_temp = azure_worker_pool(load_settings(raw_config(azureWorkers={"vmSize": "Standard_D16ds_v5"})))
-    without = azure_worker_pool(load_settings(raw_config(azureWorkers={"vmSize": "Standard_D16s_v5"})))
+    with_temp = azure_worker_pool(
+        load_settings(raw_config(azureWorkers={"vmSize": "Standard_D16ds_v5"}))
+    )
+    without = azure_worker_pool(
+        load_settings(raw_config(azureWorkers={"vmSize": "Standard_D16s_v5"}))
+    )
     assert with_temp.work_dir == "/mnt/obs-worker"
     assert without.work_dir == "/var/lib/obs-worker"
 

@@ -1,0 +1,346 @@
+"""The whole program under Pulumi mocks, for every example stack.
+
+Asserts the resources, the security rules and the decoded cloud-init that
+`pulumi up` would send, read from the inputs the program registers.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.topology import BACKEND_PORTS, WORKER_PORT_RANGE
+from tests.conftest import ROOT, raw_config
+from tests.helpers.cloudinit import check_cloud_config
+from tools.offline import ProgramRun, read_stack_config, run_program
+
+STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+INTERNET = {"*", "0.0.0.0/0", "::/0", "Internet", "any"}
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack_run(request) -> tuple[str, ProgramRun]:
+    return request.param, run_program(request.param, read_stack_config(request.param))
+
+
+def test_there_are_example_stacks():
+    assert {"dev", "apertis-eval"} <= set(STACKS)
+
+
+def test_resources_of_an_intel_only_farm(stack_run):
+    _, run = stack_run
+    counts: dict[str, int] = {}
+    for r in run.resources:
+        counts[r.type] = counts.get(r.type, 0) + 1
+    assert counts == {
+        "obs-farm:azure:FarmNetwork": 1,
+        "obs-farm:azure:ObsServer": 1,
+        "obs-farm:azure:AzureWorkerPool": 1,
+        "azure-native:resources:ResourceGroup": 1,
+        "azure-native:network:VirtualNetwork": 1,
+        "azure-native:network:Subnet": 2,
+        "azure-native:network:NetworkSecurityGroup": 2,
+        "azure-native:network:NatGateway": 1,
+        "azure-native:network:PublicIPAddress": 2,
+        "azure-native:network:NetworkInterface": 1,
+        "azure-native:compute:Disk": 1,
+        "azure-native:compute:VirtualMachine": 1,
+        "azure-native:compute:VirtualMachineScaleSet": 1,
+        "azure-native:monitor:AutoscaleSetting": 1,
+    }
+    assert not [r for r in run.resources if r.type.startswith("aws:")]
+
+
+def _ports(rule: dict) -> list[tuple[int, int]]:
+    specs = rule.get("destinationPortRanges") or [rule.get("destinationPortRange", "*")]
+    out = []
+    for spec in specs:
+        if spec == "*":
+            out.append((0, 65535))
+        else:
+            lo, _, hi = spec.partition("-")
+            out.append((int(lo), int(hi or lo)))
+    return out
+
+
+def _sources(rule: dict) -> list[str]:
+    return rule.get("sourceAddressPrefixes") or [rule.get("sourceAddressPrefix")]
+
+
+def _protected_ports() -> list[int]:
+    return [22, *BACKEND_PORTS, *range(WORKER_PORT_RANGE[0], WORKER_PORT_RANGE[1] + 1)]
+
+
+def test_no_rule_lets_the_internet_reach_ssh_backend_or_workers(stack_run):
+    stack, run = stack_run
+    admins = [
+        ipaddress.ip_network(c)
+        for c in yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"][
+            "obs-farm:adminCidrs"
+        ]
+    ]
+    farm = ipaddress.ip_network("10.40.0.0/16")
+    for nsg in run.of_type("azure-native:network:NetworkSecurityGroup"):
+        for rule in nsg.inputs["securityRules"]:
+            if rule["access"] != "Allow" or rule["direction"] != "Inbound":
+                continue
+            opened = [
+                p for p in _protected_ports() if any(lo <= p <= hi for lo, hi in _ports(rule))
+            ]
+            if not opened:
+                continue
+            for src in _sources(rule):
+                assert src not in INTERNET, f"{nsg.name}/{rule['name']} opens {opened[:3]} to {src}"
+                net = ipaddress.ip_network(src)
+                assert net.subnet_of(farm) or any(net.subnet_of(a) for a in admins), (
+                    f"{nsg.name}/{rule['name']} opens {opened[:3]} to {src}"
+                )
+
+
+def test_every_nsg_ends_in_deny_all(stack_run):
+    _, run = stack_run
+    for nsg in run.of_type("azure-native:network:NetworkSecurityGroup"):
+        last = max(nsg.inputs["securityRules"], key=lambda r: r["priority"])
+        assert (last["access"], last["sourceAddressPrefix"], last["destinationPortRange"]) == (
+            "Deny",
+            "*",
+            "*",
+        )
+
+
+def test_backend_ports_only_from_the_worker_subnet(stack_run):
+    _, run = stack_run
+    nsg = next(
+        n
+        for n in run.of_type("azure-native:network:NetworkSecurityGroup")
+        if n.name.endswith("server-nsg")
+    )
+    backend = [
+        r for r in nsg.inputs["securityRules"] if "5252" in r.get("destinationPortRanges", [])
+    ]
+    assert len(backend) == 1
+    assert backend[0]["sourceAddressPrefixes"] == ["10.40.16.0/20"]
+    assert backend[0]["destinationAddressPrefix"] == "10.40.1.10"
+    assert "5152" not in backend[0]["destinationPortRanges"]
+
+
+def test_ssh_and_https_only_from_admin_ranges():
+    run = run_program("t", raw_config(adminCidrs=["192.0.2.0/24"]))
+    rules = {
+        r["name"]: r
+        for n in run.of_type("azure-native:network:NetworkSecurityGroup")
+        for r in n.inputs["securityRules"]
+    }
+    assert rules["ssh-from-admins"]["sourceAddressPrefixes"] == ["192.0.2.0/24"]
+    assert rules["https-from-admins"]["destinationPortRanges"] == ["443"]
+    closed = run_program("t", raw_config(adminCidrs=[]))
+    names = {
+        r["name"]
+        for n in closed.of_type("azure-native:network:NetworkSecurityGroup")
+        for r in n.inputs["securityRules"]
+    }
+    assert not names & {"ssh-from-admins", "https-from-admins"}
+
+
+def test_workers_have_no_public_ip_and_reach_out_through_nat(stack_run):
+    _, run = stack_run
+    vmss = run.one("azure-native:compute:VirtualMachineScaleSet").inputs
+    nic = vmss["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
+    assert "publicIPAddressConfiguration" not in nic["ipConfigurations"][0]
+    subnet = next(
+        s for s in run.of_type("azure-native:network:Subnet") if s.name.endswith("worker-subnet")
+    )
+    assert subnet.inputs["natGateway"]["id"] == "obs-nat-id"
+
+
+def test_logins_are_ssh_keys_only(stack_run):
+    _, run = stack_run
+    vm = run.one("azure-native:compute:VirtualMachine").inputs["osProfile"]
+    vmss = run.one("azure-native:compute:VirtualMachineScaleSet").inputs["virtualMachineProfile"][
+        "osProfile"
+    ]
+    for profile in (vm, vmss):
+        linux = profile["linuxConfiguration"]
+        assert linux["disablePasswordAuthentication"] is True
+        assert linux["ssh"]["publicKeys"][0]["keyData"].startswith("ssh-ed25519 ")
+        assert "adminPassword" not in profile
+
+
+def test_server_data_disk_outlives_the_vm(stack_run):
+    stack, run = stack_run
+    disk = run.one("azure-native:compute:Disk")
+    assert disk.options["protect"] and disk.options["retain_on_delete"]
+    assert disk.inputs["sku"]["name"] == "Premium_LRS"
+    assert disk.inputs["creationData"]["createOption"] == "Empty"
+    want = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["obs-farm:server"][
+        "dataDiskSizeGb"
+    ]
+    assert disk.inputs["diskSizeGB"] == want
+    vm = run.one("azure-native:compute:VirtualMachine")
+    attached = vm.inputs["storageProfile"]["dataDisks"]
+    assert attached == [
+        {
+            "lun": 0,
+            "createOption": "Attach",
+            "managedDisk": {"id": f"{disk.name}-id"},
+            "caching": "ReadOnly",
+            "deleteOption": "Detach",
+        }
+    ]
+    assert vm.options["delete_before_replace"]
+    assert (
+        vm.inputs["storageProfile"]["osDisk"]["managedDisk"]["storageAccountType"] == "Premium_LRS"
+    )
+
+
+def test_server_nic_has_the_static_address_workers_use(stack_run):
+    _, run = stack_run
+    ipconf = run.one("azure-native:network:NetworkInterface").inputs["ipConfigurations"][0]
+    assert (ipconf["privateIPAllocationMethod"], ipconf["privateIPAddress"]) == (
+        "Static",
+        "10.40.1.10",
+    )
+    assert run.outputs["serverPrivateIp"] == "10.40.1.10"
+    assert run.outputs["serverPublicIp"] == "203.0.113.10"
+
+
+def test_scale_set_and_autoscale_follow_the_config(stack_run):
+    stack, run = stack_run
+    w = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"][
+        "obs-farm:azureWorkers"
+    ]
+    vmss = run.one("azure-native:compute:VirtualMachineScaleSet")
+    assert vmss.inputs["sku"] == {"name": w["vmSize"], "tier": "Standard", "capacity": w["minVms"]}
+    assert vmss.options["ignore_changes"] == ["sku.capacity"]
+    assert vmss.inputs["orchestrationMode"] == "Flexible"
+    profile = vmss.inputs["virtualMachineProfile"]
+    if w["spot"]:
+        assert (profile["priority"], profile["evictionPolicy"]) == ("Spot", "Delete")
+    else:
+        assert profile["priority"] == "Regular" and "evictionPolicy" not in profile
+    auto = run.one("azure-native:monitor:AutoscaleSetting").inputs
+    assert auto["targetResourceUri"] == f"{vmss.name}-id"
+    cap = auto["profiles"][0]["capacity"]
+    assert (cap["minimum"], cap["maximum"]) == (str(w["minVms"]), str(w["maxVms"]))
+    rules = auto["profiles"][0]["rules"]
+    assert {r["scaleAction"]["direction"] for r in rules} == {"Increase", "Decrease"}
+    assert all(r["metricTrigger"]["metricName"] == "Percentage CPU" for r in rules)
+
+
+def test_every_resource_is_tagged_with_stack_mode_and_role(stack_run):
+    stack, run = stack_run
+    for r in run.resources:
+        if r.type.startswith("obs-farm:") or r.type == "azure-native:network:Subnet":
+            continue  # components have no tags; subnets take none in Azure
+        tags = r.inputs.get("tags")
+        assert tags and tags["obs-farm-stack"] == stack and tags["obs-farm-mode"] == "intel-only", (
+            r.name
+        )
+        assert tags["obs-farm-role"] in {"network", "server", "worker"}
+
+
+def _user_data(run: ProgramRun) -> dict[str, str]:
+    vm = run.one("azure-native:compute:VirtualMachine").inputs["osProfile"]["customData"]
+    vmss = run.one("azure-native:compute:VirtualMachineScaleSet").inputs["virtualMachineProfile"][
+        "osProfile"
+    ]["customData"]
+    return {"server": base64.b64decode(vm).decode(), "worker": base64.b64decode(vmss).decode()}
+
+
+def test_registered_cloud_init_is_accepted_by_cloud_init(stack_run):
+    _, run = stack_run
+    for role, text in _user_data(run).items():
+        assert check_cloud_config(text) == [], role
+
+
+def test_worker_cloud_init_runs_the_topology(stack_run):
+    _, run = stack_run
+    worker = yaml.safe_load(_user_data(run)["worker"])
+    files = {f["path"]: f["content"] for f in worker["write_files"]}
+    topo = run.outputs["topology"][0]
+    for arch in topo["architectures"]:
+        env = files[f"/etc/obs-farm/groups/{arch['arch']}.env"]
+        assert f'INSTANCES="{arch["instancesPerVm"]}"' in env
+        assert f'EMULATED="{int(arch["execution"] == "emulated")}"' in env
+    assert 'REPO_SERVER="http://10.40.1.10:5252"' in files["/etc/obs-farm/worker.env"]
+
+
+def test_evaluation_topology_output():
+    run = run_program("apertis-eval", read_stack_config("apertis-eval"))
+    (pool,) = run.outputs["topology"]
+    assert (pool["vmSize"], pool["minVms"], pool["maxVms"]) == ("Standard_F32s_v2", 3, 3)
+    per_vm = {a["arch"]: (a["instancesPerVm"], a["execution"]) for a in pool["architectures"]}
+    assert per_vm == {
+        "x86_64": (5, "native"),
+        "armv7hl": (5, "emulated"),
+        "aarch64": (5, "emulated"),
+    }
+
+
+def test_bad_config_stops_the_program_before_any_resource():
+    with pytest.raises(
+        pulumi.RunError, match=r"obs-farm:azureWorkers.minVms \(5\) must not exceed"
+    ):
+        run_program("bad", raw_config(azureWorkers={"minVms": 5, "maxVms": 1}))
+    # run_program's recorder is per run: build one more to see nothing leaked.
+    from tools.offline import RecordingMocks
+
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="obs-farm", stack="bad", preview=False)
+    assert mocks.resources == []
+
+
+def _plan(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.plan", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_plan_evaluation_stack_shows_45_instances_30_emulated(tmp_path):
+    res = _plan("apertis-eval", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "total: 3..3 VMs, 45..45 worker instances (30..30 emulated)" in res.stdout
+    assert "azure-native:compute:VirtualMachineScaleSet  1" in res.stdout
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["azure-x86-vmss.user-data", "obs-server-vm.user-data"]
+    assert str(tmp_path / "obs-server-vm.user-data") in res.stdout
+    assert check_cloud_config((tmp_path / "azure-x86-vmss.user-data").read_text()) == []
+
+
+def test_plan_with_bad_config_prints_the_message_and_no_traceback(tmp_path):
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    stack["config"]["obs-farm:azureWrokers"] = stack["config"].pop("obs-farm:azureWorkers")
+    (tmp_path / "Pulumi.typo.yaml").write_text(yaml.safe_dump(stack))
+    code = (
+        "import sys, tools.offline as o, pathlib; o.ROOT = pathlib.Path(sys.argv[1]);"
+        "import tools.plan as p; p.ROOT = o.ROOT;"
+        "p.read_stack_config = lambda s: o.read_stack_config(s, o.ROOT);"
+        "sys.exit(p.main(['typo', '--out', sys.argv[1] + '/out']))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2
+    assert "obs-farm:azureWrokers is not a setting; did you mean 'azureWorkers'?" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_unknown_stack(tmp_path):
+    res = _plan("nope", "--out", str(tmp_path))
+    assert res.returncode == 2 and "no stack file Pulumi.nope.yaml" in res.stderr
