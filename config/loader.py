@@ -65,7 +65,14 @@ def _collect(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if namespace != NAMESPACE:
             continue
         if key not in keys:
-            problems.append(f"{full_key} is not a setting{_suggest(key, list(keys))}")
+            head = key.split(".", 1)[0].split("[", 1)[0]
+            if head != key and head in keys:
+                problems.append(
+                    f"{full_key} is a nested setting: set it with "
+                    f"`pulumi config set --path '{full_key}' VALUE`"
+                )
+            else:
+                problems.append(f"{full_key} is not a setting{_suggest(key, list(keys))}")
             continue
         field = keys[key]
         if isinstance(value, str) and field not in _PLAIN_STRING_FIELDS:

@@ -54,6 +54,14 @@ def test_unknown_nested_key_suggests_the_right_one():
     assert msg == "obs-farm:azureWorkers.vmSzie is not a setting; did you mean 'vmSize'?"
 
 
+def test_nested_key_set_without_path_says_how():
+    msg = error_of(**{"azureWorkers.minVms": "2"})
+    assert msg == (
+        "obs-farm:azureWorkers.minVms is a nested setting: set it with "
+        "`pulumi config set --path 'obs-farm:azureWorkers.minVms' VALUE`"
+    )
+
+
 def test_mode_must_be_one_of_the_three():
     msg = error_of(mode="hybird")
     assert msg == "obs-farm:mode must be one of intel-only, hybrid, native; got 'hybird'"
