@@ -7,7 +7,6 @@
 set -euo pipefail
 
 conf_dir=${OBS_FARM_CONF_DIR:-/etc/obs-farm}
-check_binfmt=${OBS_FARM_CHECK_BINFMT:-/usr/local/sbin/obs-farm-check-binfmt}
 # Exit status that tells systemd not to restart (RestartPreventExitStatus).
 readonly EX_CONFIG=78
 
@@ -63,8 +62,9 @@ fetch_worker_code() {
 
 case "$action" in
   run)
-    if [ "$EMULATED" = 1 ]; then
-      "$check_binfmt" "$QEMU_HANDLER" || die "refusing to start emulated $group worker $n: binfmt handler $QEMU_HANDLER unusable"
+    if [ -n "$CHECK" ]; then
+      read -ra check_cmd <<<"$CHECK"
+      "${check_cmd[@]}" || die "refusing to start $EXECUTION $group worker $n: '$CHECK' failed"
     fi
     fetch_worker_code "$WORKER_CODE_DIR"
     mkdir -p "$instance_dir/root" "$statedir" "$WORK_DIR/$group/cache"

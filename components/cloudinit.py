@@ -9,6 +9,8 @@ is generated on the VM itself.
 
 from __future__ import annotations
 
+import base64
+import base64
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -23,6 +25,7 @@ from components.topology import (
     WorkerPool,
     scheduler_archs,
     server_private_ip,
+    worker_cidrs,
 )
 from config.model import FarmSettings
 
@@ -83,10 +86,6 @@ def render_bsconfig(settings: FarmSettings, bsdir: str = "/srv/obs") -> str:
     )
 
 
-def worker_cidrs(settings: FarmSettings) -> list[str]:
-    return [settings.network.azure_worker_subnet]
-
-
 def _file(path: str, content: str, permissions: str = "0644") -> dict[str, Any]:
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
@@ -127,8 +126,8 @@ def group_env(group: WorkerGroup) -> str:
             "INSTANCES": group.instances,
             "JOBS": group.jobs,
             "PORT_BASE": group.port_base,
-            "EMULATED": int(group.emulated),
-            "QEMU_HANDLER": group.qemu_handler or "",
+            "EXECUTION": "emulated" if group.emulated else "native",
+            "CHECK": group.check,
             "CACHE_SIZE_MB": group.cache_size_mb,
         }
     )
@@ -145,22 +144,83 @@ def worker_env(pool: WorkerPool, server_address: str) -> str:
     )
 
 
-def render_worker_user_data(pool: WorkerPool, server_address: str) -> str:
+AARCH32_PROBE_PATH = "/usr/local/lib/obs-farm/aarch32-probe"
+AARCH32_PROBE_STATUS = 42
+
+
+def aarch32_probe() -> bytes:
+    """A minimal static ARM EABI executable (ELF32) that exits with 42.
+
+    Shipped as bytes rather than built on the worker: no 32-bit toolchain or
+    armhf package is needed to ask the CPU whether it runs AArch32 code.
+    """
+    base = 0x10000
+    code = b"".join(
+        word.to_bytes(4, "little")
+        for word in (
+            0xE3A00000 | AARCH32_PROBE_STATUS,  # mov r0, #42
+            0xE3A07001,  # mov r7, #1 (exit)
+            0xEF000000,  # svc #0
+        )
+    )
+    ehsize, phsize = 52, 32
+    size = ehsize + phsize + len(code)
+    ident = b"\x7fELF" + bytes([1, 1, 1, 0]) + bytes(8)  # ELF32, LSB, SysV
+    fields = (
+        (2, 2),  # e_type: EXEC
+        (40, 2),  # e_machine: ARM
+        (1, 4),  # e_version
+        (base + ehsize + phsize, 4),  # e_entry
+        (ehsize, 4),  # e_phoff
+        (0, 4),  # e_shoff
+        (0x05000000, 4),  # e_flags: EABI5
+        (ehsize, 2),
+        (phsize, 2),
+        (1, 2),  # e_phnum
+        (40, 2),  # e_shentsize
+        (0, 2),  # e_shnum
+        (0, 2),  # e_shstrndx
+    )
+    header = ident + b"".join(v.to_bytes(n, "little") for v, n in fields)
+    # One PT_LOAD segment, readable and executable, holding the whole file.
+    phdr = b"".join(v.to_bytes(4, "little") for v in (1, 0, base, base, size, size, 5, 0x1000))
+    return header + phdr + code
+
+
+def _needs(pool: WorkerPool, check: str) -> bool:
+    return any(g.check.startswith(check) for g in pool.groups)
+
+
+def _script(path: str, name: str) -> dict[str, Any]:
+    return _file(path, template(name), "0755")
+
+
+def render_worker_user_data(
+    pool: WorkerPool, server_address: str, ssh_public_key: str | None = None
+) -> str:
+    """Worker cloud-init; `ssh_public_key` for clouds whose VMs get no login key."""
     doc = _base("worker.yaml")
-    if any(g.emulated for g in pool.groups):
-        # The static qemu: with the F flag the kernel opens it at
-        # registration, so chroots need no copy of their own.
-        doc["packages"] += ["binfmt-support", "qemu-user-static"]
     files = [
         _file("/etc/obs-farm/worker.env", worker_env(pool, server_address)),
         *(_file(f"/etc/obs-farm/groups/{g.arch}.env", group_env(g)) for g in pool.groups),
         _file("/etc/systemd/system/obs-farm-worker@.service", template("obs-farm-worker@.service")),
-        _file("/usr/local/sbin/obs-farm-worker", template("obs-farm-worker.sh"), "0755"),
-        _file(
-            "/usr/local/sbin/obs-farm-worker-setup", template("obs-farm-worker-setup.sh"), "0755"
-        ),
-        _file("/usr/local/sbin/obs-farm-check-binfmt", template("check-binfmt.sh"), "0755"),
+        _script("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
+        _script("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
     ]
+    if _needs(pool, "obs-farm-check-binfmt"):
+        # The static qemu: with the F flag the kernel opens it at
+        # registration, so chroots need no copy of their own.
+        doc["packages"] += ["binfmt-support", "qemu-user-static"]
+        files.append(_script("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"))
+    if any(g.emulated and g.arch == "armv7hl" and g.host_arch == "aarch64" for g in pool.groups):
+        files.append(_script("/usr/local/sbin/obs-farm-register-qemu-arm", "register-qemu-arm.sh"))
+        doc["runcmd"].insert(-1, ["/usr/local/sbin/obs-farm-register-qemu-arm"])
+    if _needs(pool, "obs-farm-check-aarch32"):
+        files.append(_script("/usr/local/sbin/obs-farm-check-aarch32", "check-aarch32.sh"))
+        probe = base64.b64encode(aarch32_probe()).decode()
+        files.append({**_file(AARCH32_PROBE_PATH, probe, "0755"), "encoding": "b64"})
+    if ssh_public_key:
+        doc["ssh_authorized_keys"] = [ssh_public_key]
     doc["write_files"] = files
     return _dump(doc)
 

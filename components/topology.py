@@ -13,7 +13,7 @@ from typing import Any
 
 from config.catalog import AZURE_VM_SIZES
 from config.model import ALL_ARCHS, FarmSettings
-from config.rules import azure_worker_archs
+from config.rules import aws_subnets, azure_worker_archs, graviton_archs
 
 # OBS names the 32-bit ARM scheduler/worker architecture armv7l; the
 # repository architecture users configure is armv7hl.
@@ -42,14 +42,25 @@ class WorkerGroup:
     jobs: int
     emulated: bool
     cache_size_mb: int
+    # The worker machine's own architecture (uname -m).
+    host_arch: str = "x86_64"
 
     @property
     def scheduler_arch(self) -> str:
         return SCHEDULER_ARCH[self.arch]
 
     @property
-    def qemu_handler(self) -> str | None:
-        return QEMU_HANDLER[self.arch] if self.emulated else None
+    def check(self) -> str:
+        """The command that must succeed before this group may register.
+
+        Emulated groups need their binfmt handler with the F flag; native
+        armv7 on arm64 needs a CPU that really runs 32-bit ARM code.
+        """
+        if self.emulated:
+            return f"obs-farm-check-binfmt {QEMU_HANDLER[self.arch]}"
+        if self.arch == "armv7hl" and self.host_arch == "aarch64":
+            return "obs-farm-check-aarch32"
+        return ""
 
     @property
     def port_base(self) -> int:
@@ -96,6 +107,7 @@ class WorkerPool:
                     "arch": g.arch,
                     "schedulerArch": g.scheduler_arch,
                     "execution": "emulated" if g.emulated else "native",
+                    "check": g.check,
                     "instancesPerVm": g.instances,
                     "jobsPerInstance": g.jobs,
                     "ports": [g.ports().start, g.ports().stop - 1],
@@ -142,8 +154,50 @@ def azure_worker_pool(settings: FarmSettings) -> WorkerPool:
     )
 
 
+def graviton_pool(settings: FarmSettings) -> WorkerPool | None:
+    g = settings.graviton
+    archs = graviton_archs(settings)
+    if g is None or not archs:
+        return None
+    groups = tuple(
+        WorkerGroup(
+            arch=arch,
+            instances=g.instances_per_arch,
+            jobs=g.jobs_per_instance,
+            emulated=execution == "emulated",
+            cache_size_mb=g.cache_size_mb,
+            host_arch="aarch64",
+        )
+        for arch, execution in sorted(archs.items(), key=lambda kv: ALL_ARCHS.index(kv[0]))  # type: ignore[arg-type]
+    )
+    return WorkerPool(
+        name="aws-graviton",
+        cloud="aws",
+        vm_size=",".join(g.instance_types),
+        min_vms=g.min_instances,
+        max_vms=g.max_instances,
+        spot=g.spot,
+        groups=groups,
+        # The launch template sizes the root volume for build roots.
+        work_dir="/var/lib/obs-worker",
+    )
+
+
 def worker_pools(settings: FarmSettings) -> list[WorkerPool]:
-    return [azure_worker_pool(settings)]
+    """Every pool that builds something; an Azure pool with no group is left out."""
+    pools = [azure_worker_pool(settings), graviton_pool(settings)]
+    return [p for p in pools if p is not None and p.groups]
+
+
+def worker_cidrs(settings: FarmSettings) -> list[str]:
+    """Address ranges OBS workers connect from (for $ipaccess and firewalls)."""
+    cidrs = []
+    if azure_worker_archs(settings):
+        cidrs.append(settings.network.azure_worker_subnet)
+    if graviton_pool(settings) is not None:
+        subnets = aws_subnets(settings)
+        cidrs += [subnets["private-a"], subnets["private-b"]]
+    return cidrs
 
 
 def scheduler_archs(settings: FarmSettings) -> list[str]:

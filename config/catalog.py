@@ -66,3 +66,64 @@ AZURE_VM_SIZES: dict[str, AzureVmSize] = _sizes(
 # and test suite (C++ and its tests under qemu are the hungry ones); the
 # source design ran 15 instances in 64 GiB, about 4.3 GiB each.
 MIN_GIB_PER_WORKER_INSTANCE = 4
+
+
+@dataclass(frozen=True)
+class GravitonType:
+    name: str
+    vcpus: int
+    memory_gib: int
+    generation: int
+    # Whether the CPU runs 32-bit ARM (AArch32) code at EL0, which native
+    # armv7hl builds need (OBS runs them under the linux32 personality).
+    aarch32: bool
+
+
+# family -> (Graviton generation, GiB per vCPU, AArch32 at EL0), per AWS's
+# Graviton guide and Arm's core documentation: Graviton1 (Cortex-A72) and
+# Graviton2/3 (Neoverse N1/V1) run AArch32 user space; Graviton4 (Neoverse
+# V2) does not.
+_GRAVITON_FAMILIES = {
+    "a1": (1, 2, True),
+    "c6g": (2, 2, True),
+    "m6g": (2, 4, True),
+    "r6g": (2, 8, True),
+    "t4g": (2, 4, True),
+    "c7g": (3, 2, True),
+    "m7g": (3, 4, True),
+    "r7g": (3, 8, True),
+    "c8g": (4, 2, False),
+    "m8g": (4, 4, False),
+    "r8g": (4, 8, False),
+}
+_SIZES = {
+    "medium": 1,
+    "large": 2,
+    "xlarge": 4,
+    "2xlarge": 8,
+    "4xlarge": 16,
+    "8xlarge": 32,
+    "12xlarge": 48,
+    "16xlarge": 64,
+    "24xlarge": 96,
+}
+# Largest size each family offers (a1 stops at 4xlarge, t4g at 2xlarge,
+# Graviton2/3 at 16xlarge).
+_LARGEST = {"a1": "4xlarge", "t4g": "2xlarge", "c8g": "24xlarge", "m8g": "24xlarge", "r8g": "24xlarge"}
+
+
+def _graviton_types() -> dict[str, GravitonType]:
+    types = {}
+    for family, (gen, gib_per_cpu, aarch32) in _GRAVITON_FAMILIES.items():
+        largest = _SIZES[_LARGEST.get(family, "16xlarge")]
+        for size, vcpus in _SIZES.items():
+            if vcpus > largest:
+                continue
+            name = f"{family}.{size}"
+            types[name] = GravitonType(name, vcpus, vcpus * gib_per_cpu, gen, aarch32)
+    return types
+
+
+GRAVITON_TYPES: dict[str, GravitonType] = _graviton_types()
+AARCH32_FAMILIES = tuple(f for f, (_, _, a32) in _GRAVITON_FAMILIES.items() if a32)
+NO_AARCH32_FAMILIES = tuple(f for f, (_, _, a32) in _GRAVITON_FAMILIES.items() if not a32)

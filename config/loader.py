@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +21,9 @@ from config.rules import cross_field_errors, warnings_for
 
 NAMESPACE = "obs-farm"
 # Keys from other namespaces that become settings.
-FOREIGN_KEYS = {"azure-native:location": "location"}
-# Settings that are not stack config.
-_INTERNAL_FIELDS = {"location", "warnings"}
+FOREIGN_KEYS = {"azure-native:location": "location", "aws:region": "aws_region"}
+# Settings that are not stack config of our namespace.
+_INTERNAL_FIELDS = {"location", "aws_region", "warnings"}
 
 
 class ConfigError(Exception):
@@ -90,8 +91,9 @@ def _collect(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
-    if loc and loc[0] == "location":
-        return "azure-native:location"
+    foreign = {field: key for key, field in FOREIGN_KEYS.items()}
+    if loc and loc[0] in foreign:
+        return foreign[str(loc[0])]
     text = f"{NAMESPACE}:"
     for i, part in enumerate(loc):
         if isinstance(part, int):
@@ -108,11 +110,14 @@ def _known_subkeys(loc: tuple[int | str, ...]) -> list[str]:
             return []
         fields = {(f.alias or n): f for n, f in model.model_fields.items()}
         field = fields.get(part)
-        if field is None or not isinstance(field.annotation, type):
+        if field is None:
             return []
-        if not issubclass(field.annotation, BaseModel):
+        # Optional sub-objects (graviton) are `Model | None`.
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
             return []
-        model = field.annotation
+        model = models[0]
     return [(f.alias or n) for n, f in model.model_fields.items()]
 
 

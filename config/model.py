@@ -66,12 +66,34 @@ class AzureWorkerSettings(_Model):
     cache_size_mb: Annotated[int, Field(ge=512)] = 8192
 
 
+class GravitonSettings(_Model):
+    instance_types: Annotated[tuple[str, ...], Field(min_length=1)]
+    instances_per_arch: Annotated[int, Field(ge=1, le=64)] = 2
+    jobs_per_instance: Annotated[int, Field(ge=1, le=64)] = 2
+    min_instances: Annotated[int, Field(ge=0, le=1000)] = 0
+    max_instances: Annotated[int, Field(ge=1, le=1000)] = 3
+    spot: bool = True
+    # Instances always bought on demand, below any Spot capacity.
+    on_demand_base: Annotated[int, Field(ge=0, le=1000)] = 0
+    # Build armv7hl under qemu-arm instead of natively (for CPUs without
+    # AArch32, such as Graviton4).
+    armv7hl_emulated: Annotated[bool, Field(alias="armv7hlEmulated")] = False
+    volume_size_gb: Annotated[int, Field(ge=30, le=16384)] = 200
+    cache_size_mb: Annotated[int, Field(ge=512)] = 8192
+    # Two availability zones of aws:region; default: <region>a and <region>b.
+    availability_zones: tuple[str, ...] = ()
+
+
 class NetworkSettings(_Model):
     address_space: str = "10.40.0.0/16"
     server_subnet: str = "10.40.1.0/24"
     azure_worker_subnet: str = "10.40.16.0/20"
+    # Azure's VPN gateway lives in a subnet that must be named GatewaySubnet.
+    gateway_subnet: str = "10.40.255.0/27"
+    aws_vpc_cidr: str = "10.41.0.0/16"
+    vpn_gateway_sku: Literal["VpnGw1AZ", "VpnGw2AZ", "VpnGw3AZ"] = "VpnGw1AZ"
 
-    @field_validator("address_space", "server_subnet", "azure_worker_subnet")
+    @field_validator("address_space", "server_subnet", "azure_worker_subnet", "gateway_subnet", "aws_vpc_cidr")
     @classmethod
     def _cidr(cls, value: str) -> str:
         _parse_cidr(value)
@@ -133,8 +155,11 @@ class FarmSettings(_Model):
     server: ServerSettings = ServerSettings()
     azure_workers: AzureWorkerSettings = AzureWorkerSettings()
     network: NetworkSettings = NetworkSettings()
-    # azure-native:location (outside our namespace, validated with the rest).
+    graviton: GravitonSettings | None = None
+    # azure-native:location and aws:region (outside our namespace, validated
+    # with the rest).
     location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")] = "westeurope"
+    aws_region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")] | None = None
     # Warnings for the plan and `pulumi up` (retiring sizes, ...); not config.
     warnings: tuple[str, ...] = ()
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from config.catalog import AZURE_VM_SIZES, MIN_GIB_PER_WORKER_INSTANCE, AzureVmSize
-from config.model import FarmSettings
+from config.catalog import (
+    AARCH32_FAMILIES,
+    AZURE_VM_SIZES,
+    GRAVITON_TYPES,
+    MIN_GIB_PER_WORKER_INSTANCE,
+    NO_AARCH32_FAMILIES,
+    AzureVmSize,
+    GravitonType,
+)
+from config.model import FarmSettings, GravitonSettings
 
 NS = "obs-farm"
 
@@ -28,6 +36,28 @@ def azure_worker_archs(settings: FarmSettings) -> tuple[str, ...]:
     if settings.mode == "native":
         return tuple(a for a in settings.architectures if a == "x86_64")
     return settings.architectures
+
+
+def graviton_types(g: GravitonSettings) -> list[GravitonType]:
+    return [GRAVITON_TYPES[t] for t in g.instance_types if t in GRAVITON_TYPES]
+
+
+def graviton_archs(settings: FarmSettings) -> dict[str, str]:
+    """Architecture -> native|emulated for the Graviton pool (empty: none)."""
+    g = settings.graviton
+    if settings.mode == "intel-only" or g is None:
+        return {}
+    out = {}
+    if "aarch64" in settings.architectures:
+        out["aarch64"] = "native"
+    if "armv7hl" in settings.architectures:
+        if g.armv7hl_emulated:
+            out["armv7hl"] = "emulated"
+        elif all(t.aarch32 for t in graviton_types(g)):
+            out["armv7hl"] = "native"
+        # else: hybrid leaves armv7hl to the emulated Azure pool; native
+        # mode refuses this configuration in _graviton().
+    return out
 
 
 def _worker_capacity(settings: FarmSettings, size: AzureVmSize) -> Iterator[str]:
@@ -58,12 +88,22 @@ def _network(settings: FarmSettings) -> Iterator[str]:
         "serverSubnet": ipaddress.ip_network(n.server_subnet),
         "azureWorkerSubnet": ipaddress.ip_network(n.azure_worker_subnet),
     }
+    if settings.mode != "intel-only":
+        subnets["gatewaySubnet"] = ipaddress.ip_network(n.gateway_subnet)
+        if subnets["gatewaySubnet"].prefixlen > 27:
+            yield (
+                f"{NS}:network.gatewaySubnet {n.gateway_subnet} must be /27 or larger "
+                f"(Azure VPN gateway)"
+            )
     for key, net in subnets.items():
         if net.version != space.version or not net.subnet_of(space):  # type: ignore[arg-type]
-            yield (f"{NS}:network.{key} {net} must lie inside {NS}:network.addressSpace {space}")
+            yield f"{NS}:network.{key} {net} must lie inside {NS}:network.addressSpace {space}"
+    keys = list(subnets)
+    for i, k1 in enumerate(keys):
+        for k2 in keys[i + 1 :]:
+            if subnets[k1].overlaps(subnets[k2]):
+                yield f"{NS}:network.{k1} {subnets[k1]} overlaps {NS}:network.{k2} {subnets[k2]}"
     a, b = subnets["serverSubnet"], subnets["azureWorkerSubnet"]
-    if a.overlaps(b):
-        yield f"{NS}:network.serverSubnet {a} overlaps {NS}:network.azureWorkerSubnet {b}"
     if a.prefixlen > 28:
         yield f"{NS}:network.serverSubnet {a} must be /28 or larger (Azure keeps 5 addresses)"
     # Azure reserves five addresses in every subnet.
@@ -75,13 +115,121 @@ def _network(settings: FarmSettings) -> Iterator[str]:
         )
 
 
-def cross_field_errors(settings: FarmSettings) -> list[str]:
-    problems: list[str] = []
-    if settings.mode != "intel-only":
-        problems.append(
-            f"{NS}:mode {settings.mode!r} needs AWS Graviton worker pools, which this "
-            f"version does not deploy yet; allowed now: intel-only"
+def _graviton_capacity(settings: FarmSettings, g: GravitonSettings) -> Iterator[str]:
+    groups = len(graviton_archs(settings))
+    if not groups:
+        return
+    instances = g.instances_per_arch * groups
+    cpus = instances * g.jobs_per_instance
+    for t in graviton_types(g):
+        if cpus > t.vcpus:
+            yield (
+                f"{NS}:graviton.instancesPerArch x jobsPerInstance x architectures "
+                f"({g.instances_per_arch} x {g.jobs_per_instance} x {groups} = {cpus}) "
+                f"overcommits {NS}:graviton.instanceTypes {t.name} ({t.vcpus} vCPUs)"
+            )
+        elif instances * MIN_GIB_PER_WORKER_INSTANCE > t.memory_gib:
+            yield (
+                f"{NS}:graviton.instancesPerArch ({instances} instances in all) needs "
+                f"{instances * MIN_GIB_PER_WORKER_INSTANCE} GiB at {MIN_GIB_PER_WORKER_INSTANCE} GiB "
+                f"per instance; {NS}:graviton.instanceTypes {t.name} has {t.memory_gib} GiB"
+            )
+
+
+def _graviton(settings: FarmSettings) -> Iterator[str]:
+    g = settings.graviton
+    mode = settings.mode
+    if mode == "intel-only":
+        if g is not None:
+            yield (
+                f"{NS}:graviton is set but {NS}:mode is intel-only, which deploys nothing "
+                f"on AWS; set {NS}:mode to hybrid or native, or remove {NS}:graviton"
+            )
+        return
+    if settings.aws_region is None:
+        yield f"aws:region is required when {NS}:mode is {mode} (the Graviton pools' region)"
+    if g is None:
+        yield (
+            f"{NS}:graviton is required when {NS}:mode is {mode}; "
+            f"at least: instanceTypes (e.g. [c7g.8xlarge])"
         )
+        return
+    for i, name in enumerate(g.instance_types):
+        if name not in GRAVITON_TYPES:
+            families = ", ".join(sorted(AARCH32_FAMILIES + NO_AARCH32_FAMILIES))
+            yield (
+                f"{NS}:graviton.instanceTypes[{i}] must be a supported Graviton type "
+                f"(families {families}; sizes medium to 24xlarge); got {name!r}"
+            )
+    if len(graviton_types(g)) != len(g.instance_types):
+        return
+    no32 = [t.name for t in graviton_types(g) if not t.aarch32]
+    if mode == "native" and "armv7hl" in settings.architectures and no32 and not g.armv7hl_emulated:
+        yield (
+            f"{NS}:graviton.instanceTypes {', '.join(no32)} cannot build armv7hl natively: "
+            f"their CPUs (Graviton4) do not run 32-bit ARM code. Use families "
+            f"{', '.join(AARCH32_FAMILIES)}, or set {NS}:graviton.armv7hlEmulated: true"
+        )
+    if not graviton_archs(settings):
+        yield (
+            f"{NS}:mode {mode} with {NS}:architectures {list(settings.architectures)} puts "
+            f"nothing on Graviton; add aarch64 or armv7hl, or use mode intel-only"
+        )
+    if g.min_instances > g.max_instances:
+        yield (
+            f"{NS}:graviton.minInstances ({g.min_instances}) must not exceed "
+            f"{NS}:graviton.maxInstances ({g.max_instances})"
+        )
+    if g.on_demand_base > g.max_instances:
+        yield (
+            f"{NS}:graviton.onDemandBase ({g.on_demand_base}) must not exceed "
+            f"{NS}:graviton.maxInstances ({g.max_instances})"
+        )
+    zones = g.availability_zones
+    if zones and (len(zones) != 2 or len(set(zones)) != 2):
+        yield f"{NS}:graviton.availabilityZones must name two different zones; got {list(zones)}"
+    elif zones and settings.aws_region and not all(z.startswith(settings.aws_region) for z in zones):
+        yield (
+            f"{NS}:graviton.availabilityZones {list(zones)} must be zones of "
+            f"aws:region {settings.aws_region}"
+        )
+    yield from _graviton_capacity(settings, g)
+
+
+def aws_subnets(settings: FarmSettings) -> dict[str, str]:
+    """The AWS VPC's quarters: two private (workers) and two public (NAT)."""
+    vpc = ipaddress.ip_network(settings.network.aws_vpc_cidr)
+    quarters = [str(q) for q in vpc.subnets(prefixlen_diff=2)]
+    return dict(zip(("private-a", "private-b", "public-a", "public-b"), quarters, strict=True))
+
+
+def _aws_network(settings: FarmSettings) -> Iterator[str]:
+    n = settings.network
+    vpc = ipaddress.ip_network(n.aws_vpc_cidr)
+    space = ipaddress.ip_network(n.address_space)
+    if vpc.version != 4 or not 16 <= vpc.prefixlen <= 24:
+        yield f"{NS}:network.awsVpcCidr must be an IPv4 range from /16 to /24; got {vpc}"
+        return
+    if vpc.overlaps(space):
+        yield (
+            f"{NS}:network.awsVpcCidr {vpc} overlaps {NS}:network.addressSpace {space}; "
+            f"the VPN routes between them, so they must be disjoint"
+        )
+    g = settings.graviton
+    if g is not None:
+        # AWS keeps five addresses in each subnet; two private subnets.
+        room = 2 * (ipaddress.ip_network(aws_subnets(settings)["private-a"]).num_addresses - 5)
+        if room < g.max_instances:
+            yield (
+                f"{NS}:network.awsVpcCidr {vpc} has room for {room} workers; "
+                f"{NS}:graviton.maxInstances is {g.max_instances}"
+            )
+
+
+def cross_field_errors(settings: FarmSettings) -> list[str]:
+    problems: list[str] = list(_graviton(settings))
+    if settings.mode != "intel-only":
+        problems.extend(_aws_network(settings))
     _size("server.vmSize", settings.server.vm_size, problems)
     worker_size = _size("azureWorkers.vmSize", settings.azure_workers.vm_size, problems)
     w = settings.azure_workers
@@ -90,7 +238,7 @@ def cross_field_errors(settings: FarmSettings) -> list[str]:
             f"{NS}:azureWorkers.minVms ({w.min_vms}) must not exceed "
             f"{NS}:azureWorkers.maxVms ({w.max_vms})"
         )
-    if worker_size is not None:
+    if worker_size is not None and azure_worker_archs(settings):
         problems.extend(_worker_capacity(settings, worker_size))
     problems.extend(_network(settings))
     return problems

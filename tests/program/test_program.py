@@ -268,7 +268,8 @@ def test_worker_cloud_init_runs_the_topology(stack_run):
     for arch in topo["architectures"]:
         env = files[f"/etc/obs-farm/groups/{arch['arch']}.env"]
         assert f'INSTANCES="{arch["instancesPerVm"]}"' in env
-        assert f'EMULATED="{int(arch["execution"] == "emulated")}"' in env
+        assert f'EXECUTION="{arch["execution"]}"' in env
+        assert f'CHECK="{arch["check"]}"' in env
     assert 'REPO_SERVER="http://10.40.1.10:5252"' in files["/etc/obs-farm/worker.env"]
 
 

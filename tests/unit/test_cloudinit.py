@@ -99,12 +99,12 @@ def test_worker_groups_match_the_topology():
         "INSTANCES": "3",
         "JOBS": "1",
         "PORT_BASE": "41200",
-        "EMULATED": "1",
-        "QEMU_HANDLER": "qemu-aarch64",
+        "EXECUTION": "emulated",
+        "CHECK": "obs-farm-check-binfmt qemu-aarch64",
         "CACHE_SIZE_MB": "4096",
     }
     x86 = env_of(files["/etc/obs-farm/groups/x86_64.env"]["content"])
-    assert (x86["EMULATED"], x86["QEMU_HANDLER"]) == ("0", "")
+    assert (x86["EXECUTION"], x86["CHECK"]) == ("native", "")
 
 
 def test_qemu_only_installed_when_a_group_is_emulated():

@@ -97,6 +97,16 @@ def test_binfmt_check_reads_the_real_kernel_entry():
 # --- worker groups ---------------------------------------------------------
 
 
+def sbin(tmp_path: Path) -> Path:
+    """The check commands under the names cloud-init installs them as."""
+    d = tmp_path / "sbin"
+    d.mkdir(exist_ok=True)
+    for name, script in [("obs-farm-check-binfmt", CHECK), ("obs-farm-check-aarch32", T / "check-aarch32.sh")]:
+        if not (d / name).exists():
+            (d / name).symlink_to(script)
+    return d
+
+
 @pytest.fixture
 def worker_host(tmp_path: Path, binfmt: Path) -> dict[str, str]:
     """A worker's /etc/obs-farm rendered by the real renderer, paths in tmp."""
@@ -117,7 +127,7 @@ def worker_host(tmp_path: Path, binfmt: Path) -> dict[str, str]:
     systemctl.chmod(0o755)
     return {
         "OBS_FARM_CONF_DIR": str(conf),
-        "OBS_FARM_CHECK_BINFMT": str(CHECK),
+        "PATH": f"{sbin(tmp_path)}:{os.environ['PATH']}",
         "OBS_FARM_BINFMT_DIR": str(binfmt),
         "OBS_FARM_SYSTEMCTL": str(systemctl),
         "calls": str(calls),
@@ -152,7 +162,7 @@ def test_setup_skips_emulated_groups_without_f_and_fails(worker_host):
         "enable --now obs-farm-worker@x86_64-1.service",
         "enable --now obs-farm-worker@x86_64-2.service",
     ]
-    assert "NOT started (binfmt check failed): aarch64 armv7hl" in res.stderr
+    assert "NOT started (check failed): aarch64 armv7hl" in res.stderr
 
 
 def _stub_bs_worker(code: Path) -> Path:
@@ -194,7 +204,7 @@ def test_emulated_instance_refuses_without_handler(worker_host):
     args_file = _stub_bs_worker(Path(worker_host["code"]))
     res = run([str(T / "obs-farm-worker.sh"), "run", "armv7hl-1"], worker_host)
     assert res.returncode == 78  # RestartPreventExitStatus: systemd stops retrying
-    assert "refusing to start emulated armv7hl worker 1" in res.stderr
+    assert "refusing to start emulated armv7hl worker 1: 'obs-farm-check-binfmt qemu-arm' failed" in res.stderr
     assert not args_file.exists()
 
 
@@ -256,6 +266,92 @@ def test_worker_fetches_code_from_the_repserver(worker_host, workercode_server):
     assert (code / "BSUtil.pm").exists()
     assert (code / "XML").is_symlink()  # bs_worker loads XML/*.pm
     assert "--port 41001" in (code / "args").read_text()
+
+
+# --- 32-bit ARM on arm64 -----------------------------------------------------
+
+QEMU_ARM = shutil.which("qemu-arm-static")
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    path = tmp_path / "aarch32-probe"
+    path.write_bytes(cloudinit.aarch32_probe())
+    path.chmod(0o755)
+    return path
+
+
+def test_probe_is_a_32bit_arm_executable(probe):
+    data = probe.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 1  # ELFCLASS32
+    assert int.from_bytes(data[18:20], "little") == 40  # EM_ARM
+
+
+@pytest.mark.skipif(QEMU_ARM is None, reason="qemu-user-static not installed")
+def test_probe_exits_42_when_arm_code_runs(probe):
+    assert run([str(QEMU_ARM), str(probe)]).returncode == cloudinit.AARCH32_PROBE_STATUS
+
+
+@pytest.mark.skipif(QEMU_ARM is None, reason="qemu-user-static not installed")
+def test_aarch32_check_passes_when_the_probe_runs(probe, binfmt, tmp_path):
+    # On this x86-64 host the "CPU" is qemu-arm run directly: what the check
+    # sees is the same exit status a native AArch32-capable CPU gives.
+    wrapper = tmp_path / "probe-wrapper"
+    wrapper.write_text(f"#!/bin/sh\nexec {QEMU_ARM} {probe}\n")
+    wrapper.chmod(0o755)
+    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(wrapper), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    assert res.returncode == 0, res.stderr
+    assert "runs 32-bit ARM code natively" in res.stdout
+
+
+def test_aarch32_check_refuses_a_cpu_without_aarch32(binfmt, tmp_path):
+    # What exec of an ARM32 binary gives on Graviton4: ENOEXEC (shell: 126).
+    no32 = tmp_path / "no-aarch32"
+    no32.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(45))
+    no32.chmod(0o755)
+    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(no32), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    assert res.returncode == 1
+    assert "does not run 32-bit ARM code" in res.stderr
+
+
+def test_aarch32_check_refuses_when_qemu_arm_would_answer(probe, binfmt):
+    (binfmt / "qemu-arm").write_text(handler_file("PF"))
+    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(probe), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    assert res.returncode == 1
+    assert "qemu-arm is registered" in res.stderr
+
+
+def test_register_qemu_arm_writes_an_f_flag_rule(binfmt, tmp_path):
+    qemu = tmp_path / "qemu-arm-static"
+    qemu.write_text("#!/bin/sh\n")
+    qemu.chmod(0o755)
+    (binfmt / "register").write_text("")
+    res = run([str(T / "register-qemu-arm.sh")], {"OBS_FARM_BINFMT_DIR": str(binfmt), "OBS_FARM_QEMU_ARM": str(qemu)})
+    assert res.returncode == 0, res.stderr
+    rule = (binfmt / "register").read_text()
+    assert rule.startswith(":qemu-arm:M::\\x7fELF\\x01\\x01\\x01")
+    assert rule.endswith(f":{qemu}:F\n")
+
+
+REAL_BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+@pytest.mark.skipif(
+    QEMU_ARM is None or os.geteuid() != 0 or not (REAL_BINFMT / "register").exists(),
+    reason="needs root, a mounted binfmt_misc and qemu-user-static",
+)
+def test_register_qemu_arm_rule_is_accepted_by_the_kernel(probe):
+    name = f"obs-farm-test-{os.getpid()}"
+    res = run([str(T / "register-qemu-arm.sh"), name])
+    try:
+        assert res.returncode == 0, res.stderr
+        entry = (REAL_BINFMT / name).read_text()
+        assert "flags: F" in entry and f"interpreter {QEMU_ARM}" in entry
+        assert "magic 7f454c4601010100000000000000000002002800" in entry
+        assert run([str(probe)]).returncode == cloudinit.AARCH32_PROBE_STATUS
+    finally:
+        if (REAL_BINFMT / name).exists():
+            (REAL_BINFMT / name).write_text("-1")
 
 
 # --- data disk --------------------------------------------------------------

@@ -67,11 +67,6 @@ def test_mode_must_be_one_of_the_three():
     assert msg == "obs-farm:mode must be one of intel-only, hybrid, native; got 'hybird'"
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "native"])
-def test_modes_needing_aws_are_refused_until_aws_pools_exist(mode):
-    assert f"obs-farm:mode '{mode}' needs AWS Graviton worker pools" in error_of(mode=mode)
-
-
 def test_architecture_outside_the_list():
     msg = error_of(architectures=["x86_64", "riscv64"])
     assert msg == "obs-farm:architectures[1] must be one of x86_64, armv7hl, aarch64; got 'riscv64'"

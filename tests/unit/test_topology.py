@@ -29,9 +29,9 @@ def test_evaluation_stack_is_the_source_design():
 def test_x86_native_arm_emulated_with_their_qemu_handlers():
     pool = azure_worker_pool(load_settings(raw_config()))
     by_arch = {g.arch: g for g in pool.groups}
-    assert not by_arch["x86_64"].emulated and by_arch["x86_64"].qemu_handler is None
-    assert by_arch["aarch64"].qemu_handler == "qemu-aarch64"
-    assert by_arch["armv7hl"].qemu_handler == "qemu-arm"
+    assert not by_arch["x86_64"].emulated and by_arch["x86_64"].check == ""
+    assert by_arch["aarch64"].check == "obs-farm-check-binfmt qemu-aarch64"
+    assert by_arch["armv7hl"].check == "obs-farm-check-binfmt qemu-arm"
     assert by_arch["armv7hl"].scheduler_arch == "armv7l"
 
 
