@@ -1,17 +1,23 @@
-"""obs-farm: an Open Build Service farm on Azure (see README.md).
+"""obs-farm: an Open Build Service farm on Azure, with optional AWS Graviton
+worker pools linked by a site-to-site VPN (see README.md).
 
 Composes only: settings, then components, then exports.
 """
 
 import pulumi
+import pulumi_aws as aws
 
+from components.aws_network import AwsNetwork, AwsNetworkArgs
+from components.aws_workers import GravitonPool, GravitonPoolArgs
 from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
 from components.cloudinit import render_server_user_data, render_worker_user_data
 from components.common import farm_tags
 from components.network import FarmNetwork, FarmNetworkArgs
 from components.server import ObsServer, ObsServerArgs
-from components.topology import server_private_ip, worker_pools
+from components.topology import server_private_ip, worker_cidrs, worker_pools
+from components.vpn import SiteToSiteVpn, SiteToSiteVpnArgs
 from config import ConfigError, load_settings_from_pulumi
+from config.rules import aws_subnets
 
 try:
     settings = load_settings_from_pulumi()
@@ -25,7 +31,7 @@ for warning in settings.warnings:
 
 stack = pulumi.get_stack()
 server_ip = server_private_ip(settings)
-pools = worker_pools(settings)
+pools = {p.cloud: p for p in worker_pools(settings)}
 
 
 def tags(role: str) -> dict[str, str]:
@@ -42,6 +48,8 @@ net = FarmNetwork(
         server_address=server_ip,
         admin_cidrs=settings.admin_cidrs,
         tags=tags("network"),
+        worker_sources=tuple(worker_cidrs(settings)),
+        gateway_subnet=settings.network.gateway_subnet if "aws" in pools else None,
     ),
 )
 
@@ -62,23 +70,75 @@ server = ObsServer(
     ),
 )
 
-for pool in pools:
+if "azure" in pools:
     AzureWorkerPool(
-        pool.name,
+        pools["azure"].name,
         AzureWorkerPoolArgs(
             resource_group_name=net.resource_group_name,
             location=settings.location,
             subnet_id=net.worker_subnet_id,
-            pool=pool,
+            pool=pools["azure"],
             os_disk_size_gb=settings.azure_workers.os_disk_size_gb,
             admin_username=settings.admin_username,
             ssh_public_key=settings.ssh_public_key,
-            user_data=render_worker_user_data(pool, server_ip),
+            user_data=render_worker_user_data(pools["azure"], server_ip),
             tags=tags("worker"),
         ),
+    )
+
+if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_subnet_id:
+    graviton = settings.graviton
+    region = settings.aws_region
+    # An explicit provider: intel-only stacks never configure AWS at all.
+    aws_opts = pulumi.ResourceOptions(providers={"aws": aws.Provider("aws", region=region)})
+    subnets = aws_subnets(settings)
+    aws_net = AwsNetwork(
+        "obs-aws",
+        AwsNetworkArgs(
+            vpc_cidr=settings.network.aws_vpc_cidr,
+            subnets=subnets,
+            zones=graviton.availability_zones or (f"{region}a", f"{region}b"),  # type: ignore[arg-type]
+            server_address=server_ip,
+            server_subnet=settings.network.server_subnet,
+            tags=tags("network"),
+        ),
+        aws_opts,
+    )
+    vpn = SiteToSiteVpn(
+        "obs-link",
+        SiteToSiteVpnArgs(
+            resource_group_name=net.resource_group_name,
+            location=settings.location,
+            gateway_subnet_id=net.gateway_subnet_id,
+            gateway_sku=settings.network.vpn_gateway_sku,
+            azure_address_space=settings.network.address_space,
+            aws_vpc_id=aws_net.vpc_id,
+            aws_vpc_cidr=settings.network.aws_vpc_cidr,
+            aws_route_table_id=aws_net.private_route_table_id,
+            azure_tags=tags("vpn"),
+            aws_tags=tags("vpn"),
+        ),
+        aws_opts,
+    )
+    GravitonPool(
+        pools["aws"].name,
+        GravitonPoolArgs(
+            pool=pools["aws"],
+            instance_types=graviton.instance_types,
+            on_demand_base=graviton.on_demand_base,
+            volume_size_gb=graviton.volume_size_gb,
+            subnet_ids=aws_net.private_subnet_ids,
+            security_group_id=aws_net.worker_security_group_id,
+            user_data=render_worker_user_data(pools["aws"], server_ip, settings.ssh_public_key),
+            tags=tags("worker"),
+        ),
+        aws_opts,
+    )
+    pulumi.export(
+        "vpn", {"azureGatewayIp": vpn.azure_gateway_ip, "awsTunnels": vpn.tunnel_addresses}
     )
 
 pulumi.export("serverPublicIp", server.public_ip)
 pulumi.export("serverPrivateIp", server.private_ip)
 pulumi.export("resourceGroup", net.resource_group_name)
-pulumi.export("topology", [p.to_output() for p in pools])
+pulumi.export("topology", [p.to_output() for p in pools.values()])

@@ -10,7 +10,6 @@ is generated on the VM itself.
 from __future__ import annotations
 
 import base64
-import base64
 import ipaddress
 import re
 from collections.abc import Mapping

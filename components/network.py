@@ -32,6 +32,10 @@ class FarmNetworkArgs:
     server_address: str
     admin_cidrs: tuple[str, ...]
     tags: dict[str, str]
+    # Every range OBS workers connect from (Azure and, over the VPN, AWS).
+    worker_sources: tuple[str, ...]
+    # GatewaySubnet for a VPN gateway; None when the farm has no VPN.
+    gateway_subnet: str | None = None
 
 
 def _rule(
@@ -75,7 +79,7 @@ def server_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
         _rule(
             "obs-backend-from-workers",
             200,
-            [args.worker_subnet],
+            list(args.worker_sources),
             args.server_address,
             worker_facing,
         )
@@ -109,6 +113,8 @@ class FarmNetwork(pulumi.ComponentResource):
     resource_group_name: pulumi.Output[str]
     server_subnet_id: pulumi.Output[str]
     worker_subnet_id: pulumi.Output[str]
+    vnet_name: pulumi.Output[str]
+    gateway_subnet_id: pulumi.Output[str] | None
 
     def __init__(
         self, name: str, args: FarmNetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -164,13 +170,29 @@ class FarmNetwork(pulumi.ComponentResource):
             # Azure updates one subnet of a virtual network at a time.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[server_subnet]),
         )
+        self.gateway_subnet_id = None
+        if args.gateway_subnet:
+            # Azure requires this exact name for a VPN gateway's subnet; no
+            # NSG may be attached to it.
+            gateway_subnet = network.Subnet(
+                f"{name}-gateway-subnet",
+                subnet_name="GatewaySubnet",
+                resource_group_name=rg.name,
+                virtual_network_name=vnet.name,
+                address_prefix=args.gateway_subnet,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[worker_subnet]),
+            )
+            self.gateway_subnet_id = gateway_subnet.id
         self.resource_group_name = rg.name
         self.server_subnet_id = server_subnet.id
         self.worker_subnet_id = worker_subnet.id
+        self.vnet_name = vnet.name
         self.register_outputs(
             {
                 "resource_group_name": self.resource_group_name,
                 "server_subnet_id": self.server_subnet_id,
                 "worker_subnet_id": self.worker_subnet_id,
+                "vnet_name": self.vnet_name,
+                "gateway_subnet_id": self.gateway_subnet_id,
             }
         )

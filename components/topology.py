@@ -168,7 +168,7 @@ def graviton_pool(settings: FarmSettings) -> WorkerPool | None:
             cache_size_mb=g.cache_size_mb,
             host_arch="aarch64",
         )
-        for arch, execution in sorted(archs.items(), key=lambda kv: ALL_ARCHS.index(kv[0]))  # type: ignore[arg-type]
+        for arch, execution in sorted(archs.items(), key=lambda kv: ALL_ARCHS.index(kv[0]))
     )
     return WorkerPool(
         name="aws-graviton",

@@ -109,7 +109,13 @@ _SIZES = {
 }
 # Largest size each family offers (a1 stops at 4xlarge, t4g at 2xlarge,
 # Graviton2/3 at 16xlarge).
-_LARGEST = {"a1": "4xlarge", "t4g": "2xlarge", "c8g": "24xlarge", "m8g": "24xlarge", "r8g": "24xlarge"}
+_LARGEST = {
+    "a1": "4xlarge",
+    "t4g": "2xlarge",
+    "c8g": "24xlarge",
+    "m8g": "24xlarge",
+    "r8g": "24xlarge",
+}
 
 
 def _graviton_types() -> dict[str, GravitonType]:

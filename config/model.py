@@ -93,7 +93,9 @@ class NetworkSettings(_Model):
     aws_vpc_cidr: str = "10.41.0.0/16"
     vpn_gateway_sku: Literal["VpnGw1AZ", "VpnGw2AZ", "VpnGw3AZ"] = "VpnGw1AZ"
 
-    @field_validator("address_space", "server_subnet", "azure_worker_subnet", "gateway_subnet", "aws_vpc_cidr")
+    @field_validator(
+        "address_space", "server_subnet", "azure_worker_subnet", "gateway_subnet", "aws_vpc_cidr"
+    )
     @classmethod
     def _cidr(cls, value: str) -> str:
         _parse_cidr(value)

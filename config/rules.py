@@ -131,8 +131,9 @@ def _graviton_capacity(settings: FarmSettings, g: GravitonSettings) -> Iterator[
         elif instances * MIN_GIB_PER_WORKER_INSTANCE > t.memory_gib:
             yield (
                 f"{NS}:graviton.instancesPerArch ({instances} instances in all) needs "
-                f"{instances * MIN_GIB_PER_WORKER_INSTANCE} GiB at {MIN_GIB_PER_WORKER_INSTANCE} GiB "
-                f"per instance; {NS}:graviton.instanceTypes {t.name} has {t.memory_gib} GiB"
+                f"{instances * MIN_GIB_PER_WORKER_INSTANCE} GiB at "
+                f"{MIN_GIB_PER_WORKER_INSTANCE} GiB per instance; "
+                f"{NS}:graviton.instanceTypes {t.name} has {t.memory_gib} GiB"
             )
 
 
@@ -188,7 +189,9 @@ def _graviton(settings: FarmSettings) -> Iterator[str]:
     zones = g.availability_zones
     if zones and (len(zones) != 2 or len(set(zones)) != 2):
         yield f"{NS}:graviton.availabilityZones must name two different zones; got {list(zones)}"
-    elif zones and settings.aws_region and not all(z.startswith(settings.aws_region) for z in zones):
+    elif (
+        zones and settings.aws_region and not all(z.startswith(settings.aws_region) for z in zones)
+    ):
         yield (
             f"{NS}:graviton.availabilityZones {list(zones)} must be zones of "
             f"aws:region {settings.aws_region}"

@@ -23,6 +23,7 @@ from tools.offline import ROOT, ProgramRun, StackFileError, read_stack_config, r
 
 # Where each kind of resource carries its cloud-init, as wire-name paths.
 USER_DATA_PATHS = {
+    "aws:ec2/launchTemplate:LaunchTemplate": ("userData",),
     "azure-native:compute:VirtualMachine": ("osProfile", "customData"),
     "azure-native:compute:VirtualMachineScaleSet": (
         "virtualMachineProfile",
@@ -120,8 +121,15 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
         f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete), "
         f"frontend {frontend}",
         f"SSH/HTTPS from: {', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
-        "",
     ]
+    if run.of_type("aws:ec2/vpnConnection:VpnConnection"):
+        n = settings.network
+        out.append(
+            f"Link: site-to-site IPsec VPN, Azure {n.vpn_gateway_sku} gateway <-> AWS virtual "
+            f"private gateway, 2 tunnels, {n.address_space} <-> {n.aws_vpc_cidr} "
+            f"(pre-shared keys are Pulumi secrets)"
+        )
+    out += [""]
     counts = Counter(r.type for r in run.resources if not r.type.startswith("obs-farm:"))
     width = max(len(t) for t in counts)
     out.append(f"Resources ({sum(counts.values())}):")

@@ -30,6 +30,7 @@ def network_args(**kw) -> FarmNetworkArgs:
         server_address="10.40.1.10",
         admin_cidrs=("192.0.2.0/24",),
         tags={"obs-farm-role": "network"},
+        worker_sources=("10.40.16.0/20",),
     )
     base.update(kw)
     return FarmNetworkArgs(**base)

@@ -22,6 +22,58 @@ from tests.helpers.cloudinit import check_cloud_config
 from tools.offline import ProgramRun, read_stack_config, run_program
 
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def stack_config(stack: str) -> dict:
+    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+def mode_of(stack: str) -> str:
+    return stack_config(stack).get("obs-farm:mode", "intel-only")
+
+
+AZURE_CORE = {
+    "obs-farm:azure:FarmNetwork": 1,
+    "obs-farm:azure:ObsServer": 1,
+    "azure-native:resources:ResourceGroup": 1,
+    "azure-native:network:VirtualNetwork": 1,
+    "azure-native:network:NetworkSecurityGroup": 2,
+    "azure-native:network:NatGateway": 1,
+    "azure-native:network:NetworkInterface": 1,
+    "azure-native:compute:Disk": 1,
+    "azure-native:compute:VirtualMachine": 1,
+}
+AZURE_WORKERS = {
+    "obs-farm:azure:AzureWorkerPool": 1,
+    "azure-native:compute:VirtualMachineScaleSet": 1,
+    "azure-native:monitor:AutoscaleSetting": 1,
+}
+AWS_AND_LINK = {
+    "pulumi:providers:aws": 1,
+    "obs-farm:aws:AwsNetwork": 1,
+    "obs-farm:aws:GravitonPool": 1,
+    "obs-farm:link:SiteToSiteVpn": 1,
+    "aws:ec2/vpc:Vpc": 1,
+    "aws:ec2/internetGateway:InternetGateway": 1,
+    "aws:ec2/subnet:Subnet": 4,
+    "aws:ec2/eip:Eip": 1,
+    "aws:ec2/natGateway:NatGateway": 1,
+    "aws:ec2/routeTable:RouteTable": 2,
+    "aws:ec2/route:Route": 2,
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": 4,
+    "aws:ec2/securityGroup:SecurityGroup": 1,
+    "aws:ec2/launchTemplate:LaunchTemplate": 1,
+    "aws:autoscaling/group:Group": 1,
+    "aws:autoscaling/policy:Policy": 1,
+    "aws:ec2/vpnGateway:VpnGateway": 1,
+    "aws:ec2/customerGateway:CustomerGateway": 1,
+    "aws:ec2/vpnConnection:VpnConnection": 1,
+    "aws:ec2/vpnConnectionRoute:VpnConnectionRoute": 1,
+    "random:index/randomPassword:RandomPassword": 2,
+    "azure-native:network:VirtualNetworkGateway": 1,
+    "azure-native:network:LocalNetworkGateway": 2,
+    "azure-native:network:VirtualNetworkGatewayConnection": 2,
+}
 INTERNET = {"*", "0.0.0.0/0", "::/0", "Internet", "any"}
 
 
@@ -34,28 +86,23 @@ def test_there_are_example_stacks():
     assert {"dev", "apertis-eval"} <= set(STACKS)
 
 
-def test_resources_of_an_intel_only_farm(stack_run):
-    _, run = stack_run
+def test_resources_per_mode(stack_run):
+    stack, run = stack_run
     counts: dict[str, int] = {}
     for r in run.resources:
         counts[r.type] = counts.get(r.type, 0) + 1
-    assert counts == {
-        "obs-farm:azure:FarmNetwork": 1,
-        "obs-farm:azure:ObsServer": 1,
-        "obs-farm:azure:AzureWorkerPool": 1,
-        "azure-native:resources:ResourceGroup": 1,
-        "azure-native:network:VirtualNetwork": 1,
-        "azure-native:network:Subnet": 2,
-        "azure-native:network:NetworkSecurityGroup": 2,
-        "azure-native:network:NatGateway": 1,
-        "azure-native:network:PublicIPAddress": 2,
-        "azure-native:network:NetworkInterface": 1,
-        "azure-native:compute:Disk": 1,
-        "azure-native:compute:VirtualMachine": 1,
-        "azure-native:compute:VirtualMachineScaleSet": 1,
-        "azure-native:monitor:AutoscaleSetting": 1,
-    }
-    assert not [r for r in run.resources if r.type.startswith("aws:")]
+    want = dict(AZURE_CORE)
+    has_x86 = "x86_64" in stack_config(stack).get("obs-farm:architectures", ["x86_64"])
+    if mode_of(stack) != "native" or has_x86:
+        want.update(AZURE_WORKERS)
+    if mode_of(stack) == "intel-only":
+        want.update({"azure-native:network:Subnet": 2, "azure-native:network:PublicIPAddress": 2})
+        assert not [r for r in run.resources if r.type.startswith(("aws:", "pulumi:providers:aws"))]
+    else:
+        want.update(AWS_AND_LINK)
+        # + GatewaySubnet, + the VPN gateway's public IP
+        want.update({"azure-native:network:Subnet": 3, "azure-native:network:PublicIPAddress": 3})
+    assert counts == want
 
 
 def _ports(rule: dict) -> list[tuple[int, int]]:
@@ -86,7 +133,7 @@ def test_no_rule_lets_the_internet_reach_ssh_backend_or_workers(stack_run):
             "obs-farm:adminCidrs"
         ]
     ]
-    farm = ipaddress.ip_network("10.40.0.0/16")
+    farms = [ipaddress.ip_network("10.40.0.0/16"), ipaddress.ip_network("10.41.0.0/16")]
     for nsg in run.of_type("azure-native:network:NetworkSecurityGroup"):
         for rule in nsg.inputs["securityRules"]:
             if rule["access"] != "Allow" or rule["direction"] != "Inbound":
@@ -99,8 +146,19 @@ def test_no_rule_lets_the_internet_reach_ssh_backend_or_workers(stack_run):
             for src in _sources(rule):
                 assert src not in INTERNET, f"{nsg.name}/{rule['name']} opens {opened[:3]} to {src}"
                 net = ipaddress.ip_network(src)
-                assert net.subnet_of(farm) or any(net.subnet_of(a) for a in admins), (
-                    f"{nsg.name}/{rule['name']} opens {opened[:3]} to {src}"
+                assert any(net.subnet_of(f) for f in farms) or any(
+                    net.subnet_of(a) for a in admins
+                ), f"{nsg.name}/{rule['name']} opens {opened[:3]} to {src}"
+
+
+def test_aws_security_groups_admit_only_the_server_range(stack_run):
+    _, run = stack_run
+    for sg in run.of_type("aws:ec2/securityGroup:SecurityGroup"):
+        for rule in sg.inputs["ingress"]:
+            for cidr in rule["cidrBlocks"]:
+                assert cidr not in INTERNET
+                assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("10.40.1.0/24")), (
+                    rule
                 )
 
 
@@ -115,8 +173,8 @@ def test_every_nsg_ends_in_deny_all(stack_run):
         )
 
 
-def test_backend_ports_only_from_the_worker_subnet(stack_run):
-    _, run = stack_run
+def test_backend_ports_only_from_the_worker_subnets(stack_run):
+    stack, run = stack_run
     nsg = next(
         n
         for n in run.of_type("azure-native:network:NetworkSecurityGroup")
@@ -126,7 +184,8 @@ def test_backend_ports_only_from_the_worker_subnet(stack_run):
         r for r in nsg.inputs["securityRules"] if "5252" in r.get("destinationPortRanges", [])
     ]
     assert len(backend) == 1
-    assert backend[0]["sourceAddressPrefixes"] == ["10.40.16.0/20"]
+    aws = ["10.41.0.0/18", "10.41.64.0/18"] if mode_of(stack) != "intel-only" else []
+    assert backend[0]["sourceAddressPrefixes"] == ["10.40.16.0/20", *aws]
     assert backend[0]["destinationAddressPrefix"] == "10.40.1.10"
     assert "5152" not in backend[0]["destinationPortRanges"]
 
@@ -151,6 +210,8 @@ def test_ssh_and_https_only_from_admin_ranges():
 
 def test_workers_have_no_public_ip_and_reach_out_through_nat(stack_run):
     _, run = stack_run
+    if not run.of_type("azure-native:compute:VirtualMachineScaleSet"):
+        return
     vmss = run.one("azure-native:compute:VirtualMachineScaleSet").inputs
     nic = vmss["virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]
     assert "publicIPAddressConfiguration" not in nic["ipConfigurations"][0]
@@ -234,16 +295,28 @@ def test_scale_set_and_autoscale_follow_the_config(stack_run):
     assert all(r["metricTrigger"]["metricName"] == "Percentage CPU" for r in rules)
 
 
+UNTAGGABLE = {
+    "azure-native:network:Subnet",
+    "aws:ec2/route:Route",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation",
+    "aws:ec2/vpnConnectionRoute:VpnConnectionRoute",
+    "random:index/randomPassword:RandomPassword",
+    "pulumi:providers:aws",
+    "aws:autoscaling/policy:Policy",
+}
+
+
 def test_every_resource_is_tagged_with_stack_mode_and_role(stack_run):
     stack, run = stack_run
     for r in run.resources:
-        if r.type.startswith("obs-farm:") or r.type == "azure-native:network:Subnet":
-            continue  # components have no tags; subnets take none in Azure
+        if r.type.startswith("obs-farm:") or r.type in UNTAGGABLE:
+            continue  # components have no tags; these types take none
         tags = r.inputs.get("tags")
-        assert tags and tags["obs-farm-stack"] == stack and tags["obs-farm-mode"] == "intel-only", (
-            r.name
-        )
-        assert tags["obs-farm-role"] in {"network", "server", "worker"}
+        if isinstance(tags, list):  # Auto Scaling groups
+            tags = {t["key"]: t["value"] for t in tags if t["propagateAtLaunch"]}
+        assert tags, r.name
+        assert (tags["obs-farm-stack"], tags["obs-farm-mode"]) == (stack, mode_of(stack)), r.name
+        assert tags["obs-farm-role"] in {"network", "server", "worker", "vpn"}
 
 
 def _user_data(run: ProgramRun) -> dict[str, str]:

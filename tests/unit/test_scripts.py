@@ -101,7 +101,10 @@ def sbin(tmp_path: Path) -> Path:
     """The check commands under the names cloud-init installs them as."""
     d = tmp_path / "sbin"
     d.mkdir(exist_ok=True)
-    for name, script in [("obs-farm-check-binfmt", CHECK), ("obs-farm-check-aarch32", T / "check-aarch32.sh")]:
+    for name, script in [
+        ("obs-farm-check-binfmt", CHECK),
+        ("obs-farm-check-aarch32", T / "check-aarch32.sh"),
+    ]:
         if not (d / name).exists():
             (d / name).symlink_to(script)
     return d
@@ -204,7 +207,10 @@ def test_emulated_instance_refuses_without_handler(worker_host):
     args_file = _stub_bs_worker(Path(worker_host["code"]))
     res = run([str(T / "obs-farm-worker.sh"), "run", "armv7hl-1"], worker_host)
     assert res.returncode == 78  # RestartPreventExitStatus: systemd stops retrying
-    assert "refusing to start emulated armv7hl worker 1: 'obs-farm-check-binfmt qemu-arm' failed" in res.stderr
+    assert (
+        "refusing to start emulated armv7hl worker 1: 'obs-farm-check-binfmt qemu-arm' failed"
+        in res.stderr
+    )
     assert not args_file.exists()
 
 
@@ -299,7 +305,10 @@ def test_aarch32_check_passes_when_the_probe_runs(probe, binfmt, tmp_path):
     wrapper = tmp_path / "probe-wrapper"
     wrapper.write_text(f"#!/bin/sh\nexec {QEMU_ARM} {probe}\n")
     wrapper.chmod(0o755)
-    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(wrapper), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    res = run(
+        [str(T / "check-aarch32.sh")],
+        {"OBS_FARM_AARCH32_PROBE": str(wrapper), "OBS_FARM_BINFMT_DIR": str(binfmt)},
+    )
     assert res.returncode == 0, res.stderr
     assert "runs 32-bit ARM code natively" in res.stdout
 
@@ -309,14 +318,20 @@ def test_aarch32_check_refuses_a_cpu_without_aarch32(binfmt, tmp_path):
     no32 = tmp_path / "no-aarch32"
     no32.write_bytes(b"\x7fELF\x01\x01\x01" + bytes(45))
     no32.chmod(0o755)
-    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(no32), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    res = run(
+        [str(T / "check-aarch32.sh")],
+        {"OBS_FARM_AARCH32_PROBE": str(no32), "OBS_FARM_BINFMT_DIR": str(binfmt)},
+    )
     assert res.returncode == 1
     assert "does not run 32-bit ARM code" in res.stderr
 
 
 def test_aarch32_check_refuses_when_qemu_arm_would_answer(probe, binfmt):
     (binfmt / "qemu-arm").write_text(handler_file("PF"))
-    res = run([str(T / "check-aarch32.sh")], {"OBS_FARM_AARCH32_PROBE": str(probe), "OBS_FARM_BINFMT_DIR": str(binfmt)})
+    res = run(
+        [str(T / "check-aarch32.sh")],
+        {"OBS_FARM_AARCH32_PROBE": str(probe), "OBS_FARM_BINFMT_DIR": str(binfmt)},
+    )
     assert res.returncode == 1
     assert "qemu-arm is registered" in res.stderr
 
@@ -326,7 +341,10 @@ def test_register_qemu_arm_writes_an_f_flag_rule(binfmt, tmp_path):
     qemu.write_text("#!/bin/sh\n")
     qemu.chmod(0o755)
     (binfmt / "register").write_text("")
-    res = run([str(T / "register-qemu-arm.sh")], {"OBS_FARM_BINFMT_DIR": str(binfmt), "OBS_FARM_QEMU_ARM": str(qemu)})
+    res = run(
+        [str(T / "register-qemu-arm.sh")],
+        {"OBS_FARM_BINFMT_DIR": str(binfmt), "OBS_FARM_QEMU_ARM": str(qemu)},
+    )
     assert res.returncode == 0, res.stderr
     rule = (binfmt / "register").read_text()
     assert rule.startswith(":qemu-arm:M::\\x7fELF\\x01\\x01\\x01")

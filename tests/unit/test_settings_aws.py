@@ -8,7 +8,11 @@ from config import ConfigError, load_settings
 from config.rules import aws_subnets, graviton_archs
 from tests.conftest import raw_config
 
-GRAVITON = {"instanceTypes": ["c7g.8xlarge", "m6g.8xlarge"], "instancesPerArch": 4, "jobsPerInstance": 2}
+GRAVITON = {
+    "instanceTypes": ["c7g.8xlarge", "m6g.8xlarge"],
+    "instancesPerArch": 4,
+    "jobsPerInstance": 2,
+}
 
 
 def aws(mode: str = "hybrid", **overrides: object) -> dict[str, str]:
@@ -55,7 +59,9 @@ def test_region_malformed():
 
 def test_instance_type_that_is_not_graviton():
     msg = error_of(aws(graviton={**GRAVITON, "instanceTypes": ["c7g.8xlarge", "c5.9xlarge"]}))
-    assert msg.startswith("obs-farm:graviton.instanceTypes[1] must be a supported Graviton type (families a1, c6g, c7g, c8g")
+    assert msg.startswith(
+        "obs-farm:graviton.instanceTypes[1] must be a supported Graviton type (families a1, c6g, c7g, c8g"
+    )
     assert msg.endswith("got 'c5.9xlarge'")
 
 
@@ -66,7 +72,12 @@ def test_instance_types_empty():
 
 
 def test_native_armv7hl_on_graviton4_is_refused_naming_types_and_families():
-    msg = error_of(aws("native", graviton={**GRAVITON, "instanceTypes": ["c7g.8xlarge", "c8g.8xlarge", "m8g.8xlarge"]}))
+    msg = error_of(
+        aws(
+            "native",
+            graviton={**GRAVITON, "instanceTypes": ["c7g.8xlarge", "c8g.8xlarge", "m8g.8xlarge"]},
+        )
+    )
     assert msg == (
         "obs-farm:graviton.instanceTypes c8g.8xlarge, m8g.8xlarge cannot build armv7hl natively: "
         "their CPUs (Graviton4) do not run 32-bit ARM code. Use families a1, c6g, m6g, r6g, t4g, "
@@ -75,7 +86,12 @@ def test_native_armv7hl_on_graviton4_is_refused_naming_types_and_families():
 
 
 def test_native_armv7hl_on_graviton4_emulated_when_asked():
-    s = load_settings(aws("native", graviton={**GRAVITON, "instanceTypes": ["c8g.8xlarge"], "armv7hlEmulated": True}))
+    s = load_settings(
+        aws(
+            "native",
+            graviton={**GRAVITON, "instanceTypes": ["c8g.8xlarge"], "armv7hlEmulated": True},
+        )
+    )
     assert graviton_archs(s) == {"aarch64": "native", "armv7hl": "emulated"}
 
 
@@ -102,7 +118,9 @@ def test_graviton_overcommit():
 
 def test_graviton_memory():
     # 8 instances x 1 job fit 8 vCPUs, but need 32 GiB; c7g.2xlarge has 16.
-    msg = error_of(aws(graviton={**GRAVITON, "instanceTypes": ["c7g.2xlarge"], "jobsPerInstance": 1}))
+    msg = error_of(
+        aws(graviton={**GRAVITON, "instanceTypes": ["c7g.2xlarge"], "jobsPerInstance": 1})
+    )
     assert msg == (
         "obs-farm:graviton.instancesPerArch (8 instances in all) needs 32 GiB at 4 GiB per "
         "instance; obs-farm:graviton.instanceTypes c7g.2xlarge has 16 GiB"
@@ -128,7 +146,9 @@ def test_graviton_negative_count():
 
 
 def test_zones_must_be_two_of_the_region():
-    assert "must name two different zones" in error_of(aws(graviton={**GRAVITON, "availabilityZones": ["eu-central-1a"]}))
+    assert "must name two different zones" in error_of(
+        aws(graviton={**GRAVITON, "availabilityZones": ["eu-central-1a"]})
+    )
     assert "must be zones of aws:region eu-central-1" in error_of(
         aws(graviton={**GRAVITON, "availabilityZones": ["us-east-1a", "us-east-1b"]})
     )
@@ -148,7 +168,9 @@ def test_vpc_size_bounds():
 
 
 def test_vpc_too_small_for_max_instances():
-    msg = error_of(aws(network={"awsVpcCidr": "10.41.0.0/24"}, graviton={**GRAVITON, "maxInstances": 200}))
+    msg = error_of(
+        aws(network={"awsVpcCidr": "10.41.0.0/24"}, graviton={**GRAVITON, "maxInstances": 200})
+    )
     assert msg == (
         "obs-farm:network.awsVpcCidr 10.41.0.0/24 has room for 118 workers; "
         "obs-farm:graviton.maxInstances is 200"
