@@ -10,10 +10,14 @@ import pulumi_aws as aws
 from components.aws_network import AwsNetwork, AwsNetworkArgs
 from components.aws_workers import GravitonPool, GravitonPoolArgs
 from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
-from components.cloudinit import render_server_user_data, render_worker_user_data
+from components.cloudinit import (
+    render_apply_farm,
+    render_server_user_data,
+    render_worker_user_data,
+)
 from components.common import farm_tags
 from components.network import FarmNetwork, FarmNetworkArgs
-from components.server import ObsServer, ObsServerArgs
+from components.server import BackendWorkers, BackendWorkersArgs, ObsServer, ObsServerArgs
 from components.topology import server_private_ip, worker_cidrs, worker_pools
 from components.vpn import SiteToSiteVpn, SiteToSiteVpnArgs
 from config import ConfigError, load_settings_from_pulumi
@@ -66,6 +70,17 @@ server = ObsServer(
         admin_username=settings.admin_username,
         ssh_public_key=settings.ssh_public_key,
         user_data=render_server_user_data(settings),
+        tags=tags("server"),
+    ),
+)
+
+BackendWorkers(
+    "obs-backend",
+    BackendWorkersArgs(
+        resource_group_name=net.resource_group_name,
+        location=settings.location,
+        vm_name=server.vm_name,
+        script=render_apply_farm(settings),
         tags=tags("server"),
     ),
 )

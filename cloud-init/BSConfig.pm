@@ -18,8 +18,18 @@ our $ipaccess = {
    '127\..*' => 'rw',
    '::1' => 'rw',
    '@@SERVER_ADDRESS_RE@@' => 'rw',
-@@WORKER_IPACCESS@@
 };
+
+# The worker ranges follow the farm's worker pools, so they live apart from
+# this file: obs-farm-apply-farm writes them (a hash of pattern => 'worker')
+# to farm.pm with a VM run command, and changing the workers never changes
+# the server's custom data.
+my $farm = '@@FARM_PM@@';
+if (-r $farm) {
+  my $workers = do $farm;
+  die("$farm: $@") if $@;
+  $ipaccess->{$_} = $workers->{$_} for keys %{$workers || {}};
+}
 
 our $srcserver = "http://$hostname:5352";
 our $reposerver = "http://$hostname:5252";

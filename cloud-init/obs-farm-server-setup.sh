@@ -14,14 +14,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q -o Dpkg::Options::=--force-confold obs-server
 install -m 0644 "$conf_dir/BSConfig.pm" /etc/obs/BSConfig.pm
 
-# The Debian units read the scheduler architectures from here.
-sed -i "s/^OBS_SCHEDULER_ARCHITECTURES=.*//" /etc/default/obs-server
-echo "OBS_SCHEDULER_ARCHITECTURES=\"$SCHEDULER_ARCHS\"" >>/etc/default/obs-server
-
+# Schedulers and the workers' address ranges follow the worker pools; they
+# arrive later through obs-farm-apply-farm (a VM run command), so that
+# changing the workers never changes this VM's custom data.
 units=(obssrcserver obsrepserver obsdispatcher obspublisher obswarden)
-for arch in $SCHEDULER_ARCHS; do
-  units+=("obsscheduler@$arch")
-done
 systemctl enable "${units[@]}"
 systemctl restart "${units[@]}"
 
@@ -39,4 +35,4 @@ if [ -n "${FRONTEND_IMAGE:-}" ]; then
   systemctl enable --now docker
   docker-compose -f "$conf_dir/frontend-compose.yaml" up -d
 fi
-echo "obs-farm-server-setup: backend running (schedulers: $SCHEDULER_ARCHS)"
+echo "obs-farm-server-setup: backend running; waiting for obs-farm-apply-farm"

@@ -69,18 +69,39 @@ def cidr_regex(cidr: str) -> str:
     return r"\.".join(parts)
 
 
-def render_bsconfig(settings: FarmSettings, bsdir: str = "/srv/obs") -> str:
+FARM_PM_PATH = "/etc/obs-farm/farm.pm"
+
+
+def render_bsconfig(
+    settings: FarmSettings, bsdir: str = "/srv/obs", farm_pm: str = FARM_PM_PATH
+) -> str:
+    """BSConfig.pm from server-side settings only (see render_apply_farm)."""
     server_ip = server_private_ip(settings)
-    worker_lines = "\n".join(
-        f"   '{cidr_regex(cidr)}' => 'worker', # {cidr}" for cidr in worker_cidrs(settings)
-    )
     return fill(
         template("BSConfig.pm"),
         {
             "SERVER_ADDRESS": server_ip,
             "SERVER_ADDRESS_RE": re.escape(server_ip),
-            "WORKER_IPACCESS": worker_lines,
+            "FARM_PM": farm_pm,
             "BSDIR": bsdir,
+        },
+    )
+
+
+def render_farm_pm(settings: FarmSettings) -> str:
+    """The $ipaccess entries for every worker range, as a Perl hash."""
+    lines = [f"  '{cidr_regex(c)}' => 'worker', # {c}" for c in worker_cidrs(settings)]
+    # "+{": a hash, not a block, as the value `do FILE` returns.
+    return "# Rendered by obs-farm: OBS worker ranges.\n+{\n" + "\n".join(lines) + "\n};"
+
+
+def render_apply_farm(settings: FarmSettings) -> str:
+    """The run-command script that hands the server what follows the workers."""
+    return fill(
+        template("apply-farm.sh"),
+        {
+            "SCHEDULER_ARCHS": " ".join(scheduler_archs(settings)),
+            "FARM_PM_CONTENT": render_farm_pm(settings),
         },
     )
 
@@ -239,7 +260,6 @@ def render_server_user_data(settings: FarmSettings) -> str:
     doc = _base("server.yaml")
     env = {
         "DATA_DISK_DEVICE": AZURE_DATA_DISK_DEVICE,
-        "SCHEDULER_ARCHS": " ".join(scheduler_archs(settings)),
         "FRONTEND_IMAGE": settings.server.frontend_image,
     }
     files = [

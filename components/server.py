@@ -15,6 +15,7 @@ created, since a managed disk attaches to one VM at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi_azure_native import compute, network
@@ -44,6 +45,7 @@ class ObsServer(pulumi.ComponentResource):
     private_ip: pulumi.Output[str]
     data_disk_id: pulumi.Output[str]
     vm_id: pulumi.Output[str]
+    vm_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: ObsServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("obs-farm:azure:ObsServer", name, None, opts)
@@ -128,11 +130,54 @@ class ObsServer(pulumi.ComponentResource):
         self.private_ip = pulumi.Output.from_input(args.private_ip)
         self.data_disk_id = data_disk.id
         self.vm_id = vm.id
+        self.vm_name = vm.name
         self.register_outputs(
             {
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,
                 "data_disk_id": self.data_disk_id,
                 "vm_id": self.vm_id,
+                "vm_name": self.vm_name,
             }
         )
+
+
+@dataclass(frozen=True)
+class BackendWorkersArgs:
+    resource_group_name: pulumi.Input[str]
+    location: str
+    vm_name: pulumi.Input[str]
+    script: str
+    tags: dict[str, str]
+
+
+class BackendWorkers(pulumi.ComponentResource):
+    """What the OBS server learns from the worker pools, delivered by a VM run command.
+
+    Creates: one managed run command on the server VM running
+    obs-farm-apply-farm (worker address ranges for $ipaccess, one scheduler
+    per architecture). Changing the workers re-runs it in place; the VM's
+    custom data (which Azure refuses to change in place) never sees them.
+    """
+
+    run_command_id: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: BackendWorkersArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("obs-farm:azure:BackendWorkers", name, None, opts)
+        source: dict[str, Any] = {"script": args.script}
+        command = compute.VirtualMachineRunCommandByVirtualMachine(
+            f"{name}-apply",
+            resource_group_name=args.resource_group_name,
+            vm_name=args.vm_name,
+            location=args.location,
+            source=source,
+            async_execution=False,
+            timeout_in_seconds=3600,
+            treat_failure_as_deployment_failure=True,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.run_command_id = command.id
+        self.register_outputs({"run_command_id": self.run_command_id})

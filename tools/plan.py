@@ -41,16 +41,20 @@ def _dig(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
     return doc
 
 
+RUN_COMMAND = "azure-native:compute:VirtualMachineRunCommandByVirtualMachine"
+
+
 def user_data_documents(run: ProgramRun) -> dict[str, str]:
-    """Resource name -> decoded cloud-init, for every VM and scale set."""
+    """File name -> what a VM runs: decoded cloud-init of every VM, scale set
+    and launch template, and the server's run-command script."""
     docs = {}
     for res in run.resources:
         path = USER_DATA_PATHS.get(res.type)
-        if path is None:
-            continue
-        encoded = _dig(res.inputs, path)
+        encoded = _dig(res.inputs, path) if path else None
         if encoded:
-            docs[res.name] = base64.b64decode(encoded).decode()
+            docs[f"{res.name}.user-data"] = base64.b64decode(encoded).decode()
+        if res.type == RUN_COMMAND:
+            docs[f"{res.name}.sh"] = _dig(res.inputs, ("source", "script"))
     return docs
 
 
@@ -134,18 +138,18 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
     width = max(len(t) for t in counts)
     out.append(f"Resources ({sum(counts.values())}):")
     out += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
-    out += ["", "Cloud-init documents written:"]
+    out += ["", "Cloud-init documents and the server's run-command script, written:"]
     out += [f"  {name}: {path}" for name, path in written.items()]
     return "\n".join(out)
 
 
 def write_documents(docs: dict[str, str], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.user-data"):
+    for old in [*out_dir.glob("*.user-data"), *out_dir.glob("*.sh")]:
         old.unlink()
     written = {}
     for name, text in sorted(docs.items()):
-        path = out_dir / f"{name}.user-data"
+        path = out_dir / name
         path.write_text(text)
         written[name] = path
     return written

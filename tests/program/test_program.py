@@ -7,6 +7,7 @@ Asserts the resources, the security rules and the decoded cloud-init that
 from __future__ import annotations
 
 import base64
+import re
 import ipaddress
 import subprocess
 import sys
@@ -42,6 +43,8 @@ AZURE_CORE = {
     "azure-native:network:NetworkInterface": 1,
     "azure-native:compute:Disk": 1,
     "azure-native:compute:VirtualMachine": 1,
+    "obs-farm:azure:BackendWorkers": 1,
+    "azure-native:compute:VirtualMachineRunCommandByVirtualMachine": 1,
 }
 AZURE_WORKERS = {
     "obs-farm:azure:AzureWorkerPool": 1,
@@ -385,9 +388,13 @@ def test_plan_evaluation_stack_shows_45_instances_30_emulated(tmp_path):
     res = _plan("apertis-eval", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "total: 3..3 VMs, 45..45 worker instances (30..30 emulated)" in res.stdout
-    assert "azure-native:compute:VirtualMachineScaleSet  1" in res.stdout
+    assert re.search(r"azure-native:compute:VirtualMachineScaleSet +1\n", res.stdout)
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["azure-x86-vmss.user-data", "obs-server-vm.user-data"]
+    assert written == [
+        "azure-x86-vmss.user-data",
+        "obs-backend-apply.sh",
+        "obs-server-vm.user-data",
+    ]
     assert str(tmp_path / "obs-server-vm.user-data") in res.stdout
     assert check_cloud_config((tmp_path / "azure-x86-vmss.user-data").read_text()) == []
 

@@ -3,6 +3,7 @@ BSConfig by Perl with the same match OBS's BSStdServer performs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -123,7 +124,17 @@ def test_server_env_names_disk_and_schedulers():
     )
     env = env_of(files_of(doc)["/etc/obs-farm/server.env"]["content"])
     assert env["DATA_DISK_DEVICE"] == "/dev/disk/azure/scsi1/lun0"
-    assert env["SCHEDULER_ARCHS"] == "x86_64 armv7l"
+    assert "SCHEDULER_ARCHS" not in env  # follows the workers: run command
+
+
+def test_server_user_data_ignores_worker_settings():
+    base = cloudinit.render_server_user_data(settings())
+    for other in (
+        settings(architectures=["x86_64"]),
+        settings(azureWorkers={"vmSize": "Standard_D32ds_v5", "maxVms": 9, "spot": True}),
+        settings(network={"azureWorkerSubnet": "10.40.32.0/20"}),
+    ):
+        assert cloudinit.render_server_user_data(other) == base
 
 
 def test_no_secret_material_in_user_data():
@@ -164,10 +175,49 @@ print "srcserver $BSConfig::srcserver\nreposerver $BSConfig::reposerver\nbsdir $
     return dict(line.split(" ", 1) for line in out.stdout.splitlines())
 
 
+def apply_farm(s, tmp_path: Path, cloud_init_status: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run the rendered run-command script with systemctl and cloud-init stubbed."""
+    script = tmp_path / "apply-farm.sh"
+    script.write_text(cloudinit.render_apply_farm(s))
+    script.chmod(0o755)
+    log = tmp_path / "systemctl.log"
+    (tmp_path / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (tmp_path / "cloud-init").write_text(f"#!/bin/sh\nexit {cloud_init_status}\n")
+    for stub in ("systemctl", "cloud-init"):
+        (tmp_path / stub).chmod(0o755)
+    env = {
+        **os.environ,
+        "OBS_FARM_CONF_DIR": str(tmp_path / "etc"),
+        "OBS_FARM_SYSTEMCTL": str(tmp_path / "systemctl"),
+        "OBS_FARM_CLOUD_INIT": str(tmp_path / "cloud-init"),
+    }
+    return subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_apply_farm_sets_schedulers_and_worker_ranges(tmp_path):
+    res = apply_farm(settings(architectures=["x86_64", "armv7hl"]), tmp_path)
+    assert res.returncode == 0, res.stderr
+    calls = (tmp_path / "systemctl.log").read_text().splitlines()
+    assert "enable --now obsscheduler@x86_64.service" in calls
+    assert "enable --now obsscheduler@armv7l.service" in calls
+    assert "disable --now obsscheduler@aarch64.service" in calls
+    assert calls[-1] == "restart obssrcserver.service obsrepserver.service obsdispatcher.service"
+    assert (tmp_path / "etc" / "schedulers").read_text() == "x86_64 armv7l\n"
+    assert "worker ranges: 1" in res.stdout
+
+
+def test_apply_farm_waits_for_first_boot_and_stops_if_it_failed(tmp_path):
+    res = apply_farm(settings(), tmp_path, cloud_init_status=1)
+    assert res.returncode == 1
+    assert "cloud-init did not finish cleanly" in res.stderr
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "systemctl.log").exists()
+
+
 def test_bsconfig_ipaccess_allows_exactly_the_worker_subnet(tmp_path):
     s = settings(network={"azureWorkerSubnet": "10.40.16.0/20"})
+    assert apply_farm(s, tmp_path).returncode == 0  # writes etc/farm.pm for real
     access = _perl_access(
-        cloudinit.render_bsconfig(s),
+        cloudinit.render_bsconfig(s, farm_pm=str(tmp_path / "etc" / "farm.pm")),
         [
             "127.0.0.1",
             "::1",
