@@ -7,8 +7,8 @@ Asserts the resources, the security rules and the decoded cloud-init that
 from __future__ import annotations
 
 import base64
-import re
 import ipaddress
+import re
 import subprocess
 import sys
 from pathlib import Path
