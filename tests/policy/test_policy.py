@@ -1,0 +1,247 @@
+"""The guardrail policies: every example stack passes, every rule can fail."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import yaml
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+
+from policy.pack import build_policies
+from policy.rules import RULES, Resource, violations
+from tests.conftest import ROOT, raw_config
+from tools.offline import ProgramRun, read_stack_config, run_program
+
+STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def resources(run: ProgramRun) -> list[Resource]:
+    return [
+        Resource(r.type, r.name, r.inputs, r.options.get("protect", False)) for r in run.resources
+    ]
+
+
+def admin_config(raw: dict[str, str]) -> dict[str, dict]:
+    cidrs = yaml.safe_load(raw.get("obs-farm:adminCidrs", "[]"))
+    return {"no-internet-to-farm-ports": {"adminCidrs": cidrs}}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_example_stack_passes_every_policy(stack):
+    raw = read_stack_config(stack)
+    run = run_program(stack, raw)
+    assert violations(resources(run), admin_config(raw)) == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"adminCidrs": []},
+        {"architectures": ["x86_64"], "azureWorkers": {"spot": True}},
+        {"server": {"frontendImage": "registry.example.org/obs/frontend:2.10"}},
+    ],
+    ids=["no-admins", "x86-only-spot", "frontend"],
+)
+def test_variants_pass_every_policy(overrides):
+    raw = raw_config(**overrides)
+    assert violations(resources(run_program("variant", raw)), admin_config(raw)) == []
+
+
+def test_every_rule_is_in_the_pack():
+    assert [p.name for p in build_policies()] == [r.name for r in RULES]
+
+
+# --- each policy fails on a hand-made bad resource ---------------------------------
+
+NSG = "azure-native:network:NetworkSecurityGroup"
+TAGS = {"obs-farm-stack": "s", "obs-farm-mode": "intel-only", "obs-farm-role": "server"}
+
+
+def nsg_rule(source: str, port: str = "22", access: str = "Allow") -> Resource:
+    rule = {
+        "name": "r",
+        "access": access,
+        "direction": "Inbound",
+        "sourceAddressPrefix": source,
+        "destinationPortRange": port,
+    }
+    return Resource(NSG, "nsg", {"securityRules": [rule], "tags": TAGS})
+
+
+def check(rule_name: str, res: Resource, config: dict | None = None) -> list[str]:
+    rule = next(r for r in RULES if r.name == rule_name)
+    return rule.check(res, config or {})
+
+
+@pytest.mark.parametrize(
+    ("source", "port"),
+    [
+        ("*", "22"),
+        ("Internet", "5252"),
+        ("0.0.0.0/0", "41001"),
+        ("::/0", "*"),
+        ("203.0.113.0/24", "5352"),
+    ],
+)
+def test_internet_to_protected_port_fails(source, port):
+    assert check(
+        "no-internet-to-farm-ports", nsg_rule(source, port), {"adminCidrs": ["198.51.100.0/24"]}
+    )
+
+
+def test_admin_range_and_private_ranges_and_denies_pass():
+    cfg = {"adminCidrs": ["198.51.100.0/24"]}
+    assert check("no-internet-to-farm-ports", nsg_rule("198.51.100.0/25"), cfg) == []
+    assert check("no-internet-to-farm-ports", nsg_rule("10.40.16.0/20", "5252"), cfg) == []
+    assert check("no-internet-to-farm-ports", nsg_rule("*", "*", access="Deny"), cfg) == []
+    assert check("no-internet-to-farm-ports", nsg_rule("*", "80"), cfg) == []
+
+
+def test_admin_range_wider_than_configured_fails():
+    msg = check(
+        "no-internet-to-farm-ports", nsg_rule("198.51.0.0/16"), {"adminCidrs": ["198.51.100.0/24"]}
+    )
+    assert msg == [
+        "rule r lets 198.51.0.0/16 (a public range outside the admin ranges) reach port(s) 22"
+    ]
+
+
+def test_aws_security_group_open_to_the_world_fails():
+    sg = Resource(
+        "aws:ec2/securityGroup:SecurityGroup",
+        "sg",
+        {
+            "ingress": [
+                {"protocol": "tcp", "fromPort": 41000, "toPort": 41299, "cidrBlocks": ["0.0.0.0/0"]}
+            ]
+        },
+    )
+    assert check("no-internet-to-farm-ports", sg) == [
+        "ingress[0] lets 0.0.0.0/0 (the Internet) reach port(s) 41000-41299"
+    ]
+
+
+def test_password_login_fails():
+    vm = Resource(
+        "azure-native:compute:VirtualMachine",
+        "vm",
+        {
+            "osProfile": {
+                "adminPassword": "x",
+                "linuxConfiguration": {"disablePasswordAuthentication": False},
+            }
+        },
+    )
+    assert len(check("ssh-keys-only", vm)) == 3
+
+
+def test_launch_template_without_imdsv2_fails():
+    lt = Resource(
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "lt",
+        {"metadataOptions": {"httpTokens": "optional"}},
+    )
+    assert check("imdsv2-required", lt)
+
+
+def test_unencrypted_ebs_fails():
+    lt = Resource(
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "lt",
+        {"blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "false"}}]},
+    )
+    assert check("ebs-encrypted", lt) == ["block device /dev/xvda is not encrypted"]
+    assert check("ebs-encrypted", Resource("aws:ebs/volume:Volume", "v", {}))
+
+
+def test_public_ip_on_workers_fails():
+    lt = Resource(
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "lt",
+        {"networkInterfaces": [{"associatePublicIpAddress": "true"}]},
+    )
+    assert check("workers-no-public-ip", lt)
+    vmss = Resource(
+        "azure-native:compute:VirtualMachineScaleSet",
+        "vmss",
+        {
+            "virtualMachineProfile": {
+                "networkProfile": {
+                    "networkInterfaceConfigurations": [
+                        {"ipConfigurations": [{"publicIPAddressConfiguration": {"name": "pip"}}]}
+                    ]
+                }
+            }
+        },
+    )
+    assert check("workers-no-public-ip", vmss)
+
+
+def test_unprotected_or_inline_data_disk_fails():
+    disk = Resource("azure-native:compute:Disk", "data", {"tags": TAGS}, protect=False)
+    assert check("server-data-disk-safe", disk)
+    vm = Resource(
+        "azure-native:compute:VirtualMachine",
+        "vm",
+        {
+            "storageProfile": {
+                "dataDisks": [{"lun": 0, "createOption": "Empty", "deleteOption": "Delete"}]
+            }
+        },
+    )
+    assert len(check("server-data-disk-safe", vm)) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#cloud-config\nwrite_files:\n- content: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n",
+        "#!/bin/sh\nexport AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n",
+        "#!/bin/sh\nDB_PASSWORD=hunter2hunter2\n",
+        "#cloud-config\nvpn:\n  psk: 'k8s7d6f5g4h3j2'\n",
+    ],
+    ids=["private-key", "aws-key", "password", "psk"],
+)
+def test_secret_in_user_data_fails(text):
+    vm = Resource(
+        "azure-native:compute:VirtualMachine",
+        "vm",
+        {"osProfile": {"customData": base64.b64encode(text.encode()).decode()}},
+    )
+    assert check("no-secrets-in-user-data", vm)
+
+
+def test_generated_on_vm_passwords_are_not_secrets():
+    text = "#!/bin/sh\nprintf 'MARIADB_PASSWORD=%s\\n' \"$(head -c 32 /dev/urandom)\"\nPASSWORD=$GENERATED\n"
+    vm = Resource(
+        "azure-native:compute:VirtualMachine",
+        "vm",
+        {"osProfile": {"customData": base64.b64encode(text.encode()).decode()}},
+    )
+    assert check("no-secrets-in-user-data", vm) == []
+
+
+def test_missing_tags_fail():
+    assert check(
+        "farm-tags",
+        Resource("azure-native:network:VirtualNetwork", "vnet", {"tags": {"obs-farm-stack": "s"}}),
+    ) == ["missing tag(s) obs-farm-mode, obs-farm-role"]
+
+
+def test_pack_reports_through_pulumi_policy():
+    """The SDK adapter hands args through and reports each message."""
+    policy = next(p for p in build_policies() if p.name == "no-internet-to-farm-ports")
+    bad = nsg_rule("0.0.0.0/0")
+    args = ResourceValidationArgs(
+        bad.type,
+        bad.props,
+        "urn:pulumi:s::obs-farm::azure-native:network:NetworkSecurityGroup::nsg",
+        "nsg",
+        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), []),
+        None,
+        {"adminCidrs": []},
+    )
+    reported: list[str] = []
+    policy.validate(args, lambda message, urn=None: reported.append(message))
+    assert reported == ["rule r lets 0.0.0.0/0 (the Internet) reach port(s) 22"]
