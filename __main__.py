@@ -10,6 +10,7 @@ import pulumi_aws as aws
 from components.aws_network import AwsNetwork, AwsNetworkArgs
 from components.aws_workers import GravitonPool, GravitonPoolArgs
 from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
+from components.backup import DiskBackup, DiskBackupArgs
 from components.cloudinit import (
     render_apply_farm,
     render_server_user_data,
@@ -73,6 +74,20 @@ server = ObsServer(
         tags=tags("server"),
     ),
 )
+
+if settings.server.backup_retention_days:
+    DiskBackup(
+        "obs-data-backup",
+        DiskBackupArgs(
+            resource_group_name=net.resource_group_name,
+            resource_group_id=net.resource_group_id,
+            location=settings.location,
+            disk_id=server.data_disk_id,
+            disk_name=server.data_disk_name,
+            retention_days=settings.server.backup_retention_days,
+            tags=tags("server"),
+        ),
+    )
 
 BackendWorkers(
     "obs-backend",

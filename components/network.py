@@ -111,6 +111,7 @@ def worker_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
 
 class FarmNetwork(pulumi.ComponentResource):
     resource_group_name: pulumi.Output[str]
+    resource_group_id: pulumi.Output[str]
     server_subnet_id: pulumi.Output[str]
     worker_subnet_id: pulumi.Output[str]
     vnet_name: pulumi.Output[str]
@@ -184,12 +185,14 @@ class FarmNetwork(pulumi.ComponentResource):
             )
             self.gateway_subnet_id = gateway_subnet.id
         self.resource_group_name = rg.name
+        self.resource_group_id = rg.id
         self.server_subnet_id = server_subnet.id
         self.worker_subnet_id = worker_subnet.id
         self.vnet_name = vnet.name
         self.register_outputs(
             {
                 "resource_group_name": self.resource_group_name,
+                "resource_group_id": self.resource_group_id,
                 "server_subnet_id": self.server_subnet_id,
                 "worker_subnet_id": self.worker_subnet_id,
                 "vnet_name": self.vnet_name,

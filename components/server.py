@@ -44,6 +44,7 @@ class ObsServer(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     private_ip: pulumi.Output[str]
     data_disk_id: pulumi.Output[str]
+    data_disk_name: pulumi.Output[str]
     vm_id: pulumi.Output[str]
     vm_name: pulumi.Output[str]
 
@@ -129,6 +130,7 @@ class ObsServer(pulumi.ComponentResource):
         self.public_ip = pip.ip_address.apply(lambda ip: ip or "")
         self.private_ip = pulumi.Output.from_input(args.private_ip)
         self.data_disk_id = data_disk.id
+        self.data_disk_name = data_disk.name
         self.vm_id = vm.id
         self.vm_name = vm.name
         self.register_outputs(
@@ -136,6 +138,7 @@ class ObsServer(pulumi.ComponentResource):
                 "public_ip": self.public_ip,
                 "private_ip": self.private_ip,
                 "data_disk_id": self.data_disk_id,
+                "data_disk_name": self.data_disk_name,
                 "vm_id": self.vm_id,
                 "vm_name": self.vm_name,
             }

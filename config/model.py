@@ -52,6 +52,9 @@ class ServerSettings(_Model):
     # OBS API/web UI container image; Debian does not package the frontend.
     # Empty: only the backend is deployed.
     frontend_image: str = ""
+    # Daily Azure Disk Backup snapshots of the data disk kept this many days;
+    # 0 turns backups off.
+    backup_retention_days: Annotated[int, Field(ge=0, le=360)] = 7
 
 
 class AzureWorkerSettings(_Model):

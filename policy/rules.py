@@ -318,6 +318,8 @@ UNTAGGABLE = {
     "aws:autoscaling/policy:Policy",
     "aws:ec2/securityGroupRule:SecurityGroupRule",
     "random:index/randomPassword:RandomPassword",
+    "azure-native:authorization:RoleAssignment",
+    "azure-native:dataprotection:BackupPolicy",
 }
 
 

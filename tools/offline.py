@@ -66,6 +66,7 @@ class ProgramRun:
 # Computed outputs the program reads, by resource type.
 _FAKE_OUTPUTS: dict[str, dict[str, Any]] = {
     "azure-native:network:PublicIPAddress": {"ipAddress": "203.0.113.10"},
+    "azure-native:dataprotection:BackupVault": {"identity": {"principalId": "mock-principal"}},
     "aws:ec2/vpnConnection:VpnConnection": {
         "tunnel1Address": "198.51.100.201",
         "tunnel2Address": "198.51.100.202",
@@ -102,8 +103,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outputs.setdefault("name", args.name)
         return f"{args.name}-id", outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any] | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "subscriptionId": "00000000-0000-0000-0000-000000000000",
+                "tenantId": "00000000-0000-0000-0000-000000000000",
+                "clientId": "mock",
+                "objectId": "mock",
+            }
+        return {}
 
 
 def stack_file(stack: str, root: Path = ROOT) -> Path:

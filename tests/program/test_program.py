@@ -45,6 +45,11 @@ AZURE_CORE = {
     "azure-native:compute:VirtualMachine": 1,
     "obs-farm:azure:BackendWorkers": 1,
     "azure-native:compute:VirtualMachineRunCommandByVirtualMachine": 1,
+    "obs-farm:azure:DiskBackup": 1,
+    "azure-native:dataprotection:BackupVault": 1,
+    "azure-native:dataprotection:BackupPolicy": 1,
+    "azure-native:authorization:RoleAssignment": 2,
+    "azure-native:dataprotection:BackupInstance": 1,
 }
 AZURE_WORKERS = {
     "obs-farm:azure:AzureWorkerPool": 1,
@@ -298,28 +303,7 @@ def test_scale_set_and_autoscale_follow_the_config(stack_run):
     assert all(r["metricTrigger"]["metricName"] == "Percentage CPU" for r in rules)
 
 
-UNTAGGABLE = {
-    "azure-native:network:Subnet",
-    "aws:ec2/route:Route",
-    "aws:ec2/routeTableAssociation:RouteTableAssociation",
-    "aws:ec2/vpnConnectionRoute:VpnConnectionRoute",
-    "random:index/randomPassword:RandomPassword",
-    "pulumi:providers:aws",
-    "aws:autoscaling/policy:Policy",
-}
-
-
-def test_every_resource_is_tagged_with_stack_mode_and_role(stack_run):
-    stack, run = stack_run
-    for r in run.resources:
-        if r.type.startswith("obs-farm:") or r.type in UNTAGGABLE:
-            continue  # components have no tags; these types take none
-        tags = r.inputs.get("tags")
-        if isinstance(tags, list):  # Auto Scaling groups
-            tags = {t["key"]: t["value"] for t in tags if t["propagateAtLaunch"]}
-        assert tags, r.name
-        assert (tags["obs-farm-stack"], tags["obs-farm-mode"]) == (stack, mode_of(stack)), r.name
-        assert tags["obs-farm-role"] in {"network", "server", "worker", "vpn"}
+# Tags are checked by the farm-tags policy (tests/policy).
 
 
 def _user_data(run: ProgramRun) -> dict[str, str]:
@@ -425,3 +409,49 @@ def test_plan_with_bad_config_prints_the_message_and_no_traceback(tmp_path):
 def test_plan_unknown_stack(tmp_path):
     res = _plan("nope", "--out", str(tmp_path))
     assert res.returncode == 2 and "no stack file Pulumi.nope.yaml" in res.stderr
+
+
+def test_data_disk_backup_follows_the_retention_setting():
+    run = run_program("b", raw_config(server={"backupRetentionDays": 30}))
+    policy = run.one("azure-native:dataprotection:BackupPolicy").inputs["properties"]
+    retention = next(r for r in policy["policyRules"] if r["objectType"] == "AzureRetentionRule")
+    assert retention["lifecycles"][0]["deleteAfter"]["duration"] == "P30D"
+    assert policy["datasourceTypes"] == ["Microsoft.Compute/disks"]
+    instance = run.one("azure-native:dataprotection:BackupInstance").inputs["properties"]
+    assert instance["dataSourceInfo"]["resourceID"] == "obs-server-data-id"
+    roles = {
+        r.inputs["roleDefinitionId"].rsplit("/", 1)[1]: r.inputs["scope"]
+        for r in run.of_type("azure-native:authorization:RoleAssignment")
+    }
+    assert roles == {
+        "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24": "obs-server-data-id",  # Disk Backup Reader
+        "7efff54f-a5b4-42b5-a1c5-5411624893ce": "obs-rg-id",  # Disk Snapshot Contributor
+    }
+
+
+def test_backup_can_be_turned_off():
+    run = run_program("nob", raw_config(server={"backupRetentionDays": 0}))
+    assert not [
+        r for r in run.resources if "dataprotection" in r.type or "RoleAssignment" in r.type
+    ]
+
+
+def _snake_keys(value, path=()):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if path and path[-1] == "tags":
+                continue
+            if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", str(key)):
+                yield ".".join((*path, key))
+            yield from _snake_keys(inner, (*path, str(key)))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from _snake_keys(inner, (*path, str(i)))
+
+
+def test_every_input_reaches_the_wire_with_its_api_name(stack_run):
+    """Plain dicts inside union-typed inputs keep snake_case keys, which the
+    cloud APIs ignore or refuse; the SDK translates only what it can type."""
+    _, run = stack_run
+    for r in run.resources:
+        assert list(_snake_keys(r.inputs)) == [], r.name
