@@ -103,15 +103,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outputs.setdefault("name", args.name)
         return f"{args.name}-id", outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "azure-native:authorization:getClientConfig":
-            return {
+            config = {
                 "subscriptionId": "00000000-0000-0000-0000-000000000000",
                 "tenantId": "00000000-0000-0000-0000-000000000000",
                 "clientId": "mock",
                 "objectId": "mock",
             }
-        return {}
+            return config, []
+        return {}, []
 
 
 def stack_file(stack: str, root: Path = ROOT) -> Path:
