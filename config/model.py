@@ -145,6 +145,10 @@ def _check_ssh_public_key(value: str) -> str:
     n = int.from_bytes(blob[:4], "big")
     if blob[4 : 4 + n].decode("ascii", "replace") != parts[0]:
         raise ValueError(f"has a key body that is not a {parts[0]} key")
+    # The key material follows the type: at least one more non-empty field.
+    rest = blob[4 + n :]
+    if len(rest) < 5 or int.from_bytes(rest[:4], "big") == 0:
+        raise ValueError("has a key body that is truncated (no key material)")
     return text
 
 

@@ -147,11 +147,19 @@ def read_stack_config(stack: str, root: Path = ROOT) -> dict[str, str]:
     return raw
 
 
-def run_program(stack: str, raw_config: dict[str, str], program: Path = PROGRAM) -> ProgramRun:
-    """Run the program under mocks (never preview: unknowns would hide values)."""
+def run_program(
+    stack: str,
+    raw_config: dict[str, str],
+    program: Path = PROGRAM,
+    mocks: RecordingMocks | None = None,
+) -> ProgramRun:
+    """Run the program under mocks (never preview: unknowns would hide values).
+
+    Pass `mocks` to inspect what was registered even when the program fails.
+    """
     if str(program.parent) not in sys.path:
         sys.path.insert(0, str(program.parent))
-    mocks = RecordingMocks()
+    mocks = mocks or RecordingMocks()
     # The program's warnings are part of the settings the caller already has.
     quiet = logging.getLogger("obs-farm.offline")
     quiet.addHandler(logging.NullHandler())

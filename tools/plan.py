@@ -155,8 +155,8 @@ def write_documents(docs: dict[str, str], out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def plan(stack: str, out_dir: Path) -> str:
-    raw = read_stack_config(stack)
+def plan(stack: str, out_dir: Path, stack_dir: Path = ROOT) -> str:
+    raw = read_stack_config(stack, stack_dir)
     settings = load_settings(raw)
     run = run_program(stack, raw)
     written = write_documents(user_data_documents(run), out_dir)
@@ -169,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="where to write cloud-init (default build/plan/STACK)"
     )
+    parser.add_argument(
+        "--stack-dir", type=Path, default=ROOT, help="where Pulumi.STACK.yaml is (default: here)"
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or ROOT / "build" / "plan" / args.stack
     try:
-        print(plan(args.stack, out_dir))
+        print(plan(args.stack, out_dir, args.stack_dir))
     except StackFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -387,19 +387,7 @@ def test_plan_with_bad_config_prints_the_message_and_no_traceback(tmp_path):
     stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     stack["config"]["obs-farm:azureWrokers"] = stack["config"].pop("obs-farm:azureWorkers")
     (tmp_path / "Pulumi.typo.yaml").write_text(yaml.safe_dump(stack))
-    code = (
-        "import sys, tools.offline as o, pathlib; o.ROOT = pathlib.Path(sys.argv[1]);"
-        "import tools.plan as p; p.ROOT = o.ROOT;"
-        "p.read_stack_config = lambda s: o.read_stack_config(s, o.ROOT);"
-        "sys.exit(p.main(['typo', '--out', sys.argv[1] + '/out']))"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = _plan("typo", "--out", str(tmp_path / "out"), "--stack-dir", str(tmp_path))
     assert res.returncode == 2
     assert "obs-farm:azureWrokers is not a setting; did you mean 'azureWorkers'?" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
