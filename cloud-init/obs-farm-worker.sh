@@ -60,6 +60,19 @@ fetch_worker_code() {
   exec 9>&-
 }
 
+nativeonly_code() {
+  # A copy of the worker code that reports itself native-only, as bs_worker
+  # does by itself only for Cavium CPUs, so the dispatcher sends it no
+  # armv7l jobs. --noworkerupdate keeps a server push from replacing it.
+  local src=$1 dst=$2
+  rm -rf "$dst"
+  mkdir -p "$(dirname "$dst")"
+  cp -a "$src" "$dst"
+  sed -i "s/^my \$hw = {'cpu' => {}, 'processors' => 0};\$/&\n\$hw->{'nativeonly'} = undef; # obs-farm: no AArch32/" "$dst/bs_worker"
+  grep -q "^\$hw->{'nativeonly'} = undef; # obs-farm" "$dst/bs_worker" ||
+    die "cannot mark the worker native-only: bs_worker changed; refusing to take armv7l jobs this CPU cannot run"
+}
+
 case "$action" in
   run)
     if [ -n "$CHECK" ]; then
@@ -67,6 +80,14 @@ case "$action" in
       "${check_cmd[@]}" || die "refusing to start $EXECUTION $group worker $n: '$CHECK' failed"
     fi
     fetch_worker_code "$WORKER_CODE_DIR"
+    code_dir=$WORKER_CODE_DIR
+    extra=()
+    if [ "${NATIVEONLY_UNLESS_AARCH32:-0}" = 1 ] && ! obs-farm-check-aarch32 >/dev/null 2>&1; then
+      echo "obs-farm-worker: this CPU has no AArch32; $group worker $n takes no armv7l jobs"
+      code_dir="$WORK_DIR/$group/code-nativeonly-$n"
+      nativeonly_code "$WORKER_CODE_DIR" "$code_dir"
+      extra+=(--noworkerupdate)
+    fi
     mkdir -p "$instance_dir/root" "$statedir" "$WORK_DIR/$group/cache"
     args=(
       --hardstatus
@@ -87,8 +108,8 @@ case "$action" in
     if [ "$OBS_VM_TYPE" != none ]; then
       args+=(--vm-type "$OBS_VM_TYPE")
     fi
-    cd "$WORKER_CODE_DIR"
-    exec ./bs_worker "${args[@]}"
+    cd "$code_dir"
+    exec ./bs_worker "${args[@]}" "${extra[@]}"
     ;;
   stop)
     [ -x "$WORKER_CODE_DIR/bs_worker" ] || exit 0

@@ -148,6 +148,7 @@ def group_env(group: WorkerGroup) -> str:
             "PORT_BASE": group.port_base,
             "EXECUTION": "emulated" if group.emulated else "native",
             "CHECK": group.check,
+            "NATIVEONLY_UNLESS_AARCH32": int(group.arm32_guard),
             "CACHE_SIZE_MB": group.cache_size_mb,
         }
     )
@@ -235,7 +236,7 @@ def render_worker_user_data(
     if any(g.emulated and g.arch == "armv7hl" and g.host_arch == "aarch64" for g in pool.groups):
         files.append(_script("/usr/local/sbin/obs-farm-register-qemu-arm", "register-qemu-arm.sh"))
         doc["runcmd"].insert(-1, ["/usr/local/sbin/obs-farm-register-qemu-arm"])
-    if _needs(pool, "obs-farm-check-aarch32"):
+    if _needs(pool, "obs-farm-check-aarch32") or any(g.arm32_guard for g in pool.groups):
         files.append(_script("/usr/local/sbin/obs-farm-check-aarch32", "check-aarch32.sh"))
         probe = base64.b64encode(aarch32_probe()).decode()
         files.append({**_file(AARCH32_PROBE_PATH, probe, "0755"), "encoding": "b64"})

@@ -63,6 +63,16 @@ class WorkerGroup:
         return ""
 
     @property
+    def arm32_guard(self) -> bool:
+        """Native aarch64 workers on arm64 must not take armv7l jobs the CPU cannot run.
+
+        OBS lets an aarch64 worker build armv7l (BSCando, via linux32) and its
+        worker marks itself native-only just for Cavium CPUs; on Graviton4
+        such a job would fail. The worker instance checks the CPU at start.
+        """
+        return self.arch == "aarch64" and self.host_arch == "aarch64" and not self.emulated
+
+    @property
     def port_base(self) -> int:
         return WORKER_PORT_BASE + PORT_STRIDE * ALL_ARCHS.index(self.arch)
 

@@ -438,3 +438,70 @@ def test_data_disk_that_never_appears_fails_clearly(tmp_path):
     res = _prepare(str(tmp_path / "no-such-disk"), tmp_path)
     assert res.returncode == 1
     assert "did not appear within 2s" in res.stderr
+
+
+# --- aarch64 workers on CPUs without AArch32 -------------------------------------
+
+REAL_BS_WORKER = Path("/usr/lib/obs/server/bs_worker")
+HW_LINE = "my $hw = {'cpu' => {}, 'processors' => 0};\n"
+
+
+def graviton_host(worker_host: dict[str, str], tmp_path: Path, probe_status: int) -> dict[str, str]:
+    """The worker host fixture, turned into an arm64 machine's aarch64 group."""
+    conf = Path(worker_host["OBS_FARM_CONF_DIR"]) / "groups" / "aarch64.env"
+    conf.write_text(
+        conf.read_text()
+        .replace('CHECK="obs-farm-check-binfmt qemu-aarch64"', 'CHECK=""')
+        .replace('NATIVEONLY_UNLESS_AARCH32="0"', 'NATIVEONLY_UNLESS_AARCH32="1"')
+        .replace('HOSTARCH="aarch64"', f'HOSTARCH="{os.uname().machine}"')
+    )
+    probe = tmp_path / "probe"
+    probe.write_text(f"#!/bin/sh\nexit {probe_status}\n")
+    probe.chmod(0o755)
+    return {**worker_host, "OBS_FARM_AARCH32_PROBE": str(probe)}
+
+
+def stub_with_hw_line(code: Path) -> Path:
+    """A bs_worker stub that records its arguments next to itself and carries
+    the line of Debian's bs_worker that the native-only patch anchors on."""
+    code.mkdir(parents=True, exist_ok=True)
+    stub = code / "bs_worker"
+    stub.write_text('#!/bin/sh\necho "$*" > "$(dirname "$0")/args"\nexit 0\n' + HW_LINE)
+    stub.chmod(0o755)
+    return code / "args"
+
+
+def test_aarch64_worker_without_aarch32_is_marked_native_only(worker_host, tmp_path):
+    env = graviton_host(worker_host, tmp_path, probe_status=126)
+    args_file = stub_with_hw_line(Path(worker_host["code"]))
+    res = run([str(T / "obs-farm-worker.sh"), "run", "aarch64-1"], env)
+    assert res.returncode == 0, res.stderr
+    assert "has no AArch32" in res.stdout
+    patched = (tmp_path / "work" / "aarch64" / "code-nativeonly-1" / "bs_worker").read_text()
+    assert HW_LINE + "$hw->{'nativeonly'} = undef; # obs-farm: no AArch32\n" in patched
+    assert args_file.exists() is False  # the stub ran from the patched copy
+    assert (
+        "--noworkerupdate"
+        in (tmp_path / "work" / "aarch64" / "code-nativeonly-1" / "args").read_text()
+    )
+
+
+def test_aarch64_worker_with_aarch32_runs_unpatched(worker_host, tmp_path):
+    env = graviton_host(worker_host, tmp_path, probe_status=42)
+    args_file = stub_with_hw_line(Path(worker_host["code"]))
+    res = run([str(T / "obs-farm-worker.sh"), "run", "aarch64-1"], env)
+    assert res.returncode == 0, res.stderr
+    assert "--noworkerupdate" not in args_file.read_text()
+
+
+def test_native_only_refuses_when_bs_worker_changed(worker_host, tmp_path):
+    env = graviton_host(worker_host, tmp_path, probe_status=126)
+    _stub_bs_worker(Path(worker_host["code"]))  # no $hw line to patch
+    res = run([str(T / "obs-farm-worker.sh"), "run", "aarch64-1"], env)
+    assert res.returncode == 78
+    assert "cannot mark the worker native-only" in res.stderr
+
+
+@pytest.mark.skipif(not REAL_BS_WORKER.exists(), reason="obs-worker not installed")
+def test_native_only_patch_matches_debian_bs_worker():
+    assert HW_LINE in REAL_BS_WORKER.read_text()
