@@ -100,6 +100,9 @@ case "$action" in
       --cachesize "$CACHE_SIZE_MB"
       --port "$((PORT_BASE + n))"
     )
+    for label in ${HOSTLABELS:-}; do
+      args+=(--hostlabel "$label")
+    done
     # Without --arch the worker announces the host's own architecture.
     if [ "$HOSTARCH" != "$(uname -m)" ]; then
       args+=(--arch "$HOSTARCH")

@@ -149,6 +149,7 @@ def group_env(group: WorkerGroup) -> str:
             "EXECUTION": "emulated" if group.emulated else "native",
             "CHECK": group.check,
             "NATIVEONLY_UNLESS_AARCH32": int(group.arm32_guard),
+            "HOSTLABELS": " ".join(group.hostlabels),
             "CACHE_SIZE_MB": group.cache_size_mb,
         }
     )

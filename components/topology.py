@@ -79,6 +79,12 @@ class WorkerGroup:
     def ports(self) -> range:
         return range(self.port_base + 1, self.port_base + self.instances + 1)
 
+    @property
+    def hostlabels(self) -> tuple[str, ...]:
+        """Labels a project's _constraints can pin jobs with, e.g. keep
+        packages whose test suites time out under qemu on native workers."""
+        return (f"obs-farm-{'emulated' if self.emulated else 'native'}", f"obs-farm-{self.arch}")
+
     def worker_ids(self, hostname: str) -> list[str]:
         """The ids this group's instances register with on host `hostname`."""
         return [f"{hostname}:{self.arch}-{n}" for n in range(1, self.instances + 1)]

@@ -103,6 +103,7 @@ def test_worker_groups_match_the_topology():
         "EXECUTION": "emulated",
         "CHECK": "obs-farm-check-binfmt qemu-aarch64",
         "NATIVEONLY_UNLESS_AARCH32": "0",
+        "HOSTLABELS": "obs-farm-emulated obs-farm-aarch64",
         "CACHE_SIZE_MB": "4096",
     }
     x86 = env_of(files["/etc/obs-farm/groups/x86_64.env"]["content"])

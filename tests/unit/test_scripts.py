@@ -194,6 +194,8 @@ def test_worker_instance_runs_bs_worker_with_the_group_settings(worker_host):
     assert arg("--jobs") == "2"
     assert arg("--root").endswith("/work/aarch64/2/root")
     assert "--vm-type" not in args  # chroot
+    labels = [args[i + 1] for i, a in enumerate(args) if a == "--hostlabel"]
+    assert labels == ["obs-farm-emulated", "obs-farm-aarch64"]
 
 
 def test_native_instance_has_no_arch_flag(worker_host):
