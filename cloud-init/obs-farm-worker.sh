@@ -53,6 +53,10 @@ fetch_worker_code() {
       [ "$try" -lt 10 ] || die "cannot fetch worker code from $REPO_SERVER"
       sleep 15
     done
+    # The archive does not carry the execute bit (Debian's obsworker unit
+    # sets it too).
+    [ -f "$tmp/bs_worker" ] || die "$REPO_SERVER/getworkercode sent no bs_worker"
+    chmod a+x "$tmp/bs_worker"
     ln -sfn . "$tmp/XML"
     rm -rf "$code_dir"
     mv "$tmp" "$code_dir"
