@@ -235,7 +235,7 @@ def workercode_server(tmp_path: Path) -> Iterator[str]:
     src = tmp_path / "srv-code"
     src.mkdir()
     (src / "bs_worker").write_text('#!/bin/sh\necho "$*" > "$(dirname "$0")/args"\n')
-    (src / "bs_worker").chmod(0o755)
+    (src / "bs_worker").chmod(0o644)  # as the real repserver sends it: not executable
     (src / "BSUtil.pm").write_text("1;\n")
     archive = subprocess.run(
         ["cpio", "-o", "--quiet", "-H", "newc"],
