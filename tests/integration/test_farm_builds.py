@@ -1,0 +1,205 @@
+"""Real builds through a real OBS backend, on workers run by our own scripts.
+
+The backend is Debian's obs-server 2.9.4 on 127.0.0.1 with the BSConfig.pm
+the server's cloud-init renders for the `dev` stack (only $bsdir, the server
+address and the loopback worker entry adjusted by the harness), and the
+worker ranges from the farm.pm that the run command writes. The workers are
+the `dev` stack's worker groups: the rendered group files, started with
+cloud-init/obs-farm-worker.sh (binfmt F-flag check, worker code fetched from
+the repserver, bs_worker with --arch, ports and host labels), on this host:
+building inside the software-emulated VM would take far longer than the
+tier's budget, so the VM test (test_worker_vm.py) proves registration and
+these prove the builds. hello-obs is built for x86_64 natively and for
+aarch64 and armv7l under qemu-user; the .debs must hold ELF files of the
+right machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components import cloudinit
+from components.topology import azure_worker_pool
+from config import load_settings
+from tests.integration import obs_backend as ob
+from tools.offline import read_stack_config
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO_OBS = REPO / "tests" / "data" / "hello-obs"
+SCRIPTS = REPO / "cloud-init"
+ARCHS = ("x86_64", "aarch64", "armv7l")
+GROUP_OF = {"x86_64": "x86_64", "aarch64": "aarch64", "armv7l": "armv7hl"}
+BUILD_TIMEOUT_S = 1500
+REGISTER_TIMEOUT_S = 120
+
+
+def require_host() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chroot builds, binfmt_misc, obsrun daemons)")
+    missing = [t for t in ("dpkg-source", "cpio", "update-binfmts") if not shutil.which(t)]
+    if missing or not (ob.SERVER_CODE / "bs_srcserver").exists():
+        pytest.fail(
+            f"integration tier needs obs-server, obs-worker, binfmt-support; missing {missing}"
+        )
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_settings(read_stack_config("dev"))
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    """World-searchable (the daemons run as obsrun), outside pytest's 0700 tmp."""
+    path = Path(tempfile.mkdtemp(prefix="obs-farm-it-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    ob.unmount_below(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def backend(settings, workdir) -> Iterator[ob.ObsBackend]:
+    require_host()
+    farm_pm = workdir / "farm.pm"
+    farm_pm.write_text(cloudinit.render_farm_pm(settings))
+    farm_pm.chmod(0o644)
+    bsconfig = cloudinit.render_bsconfig(settings, farm_pm=str(farm_pm))
+    with ob.Binfmt(ARCHS), ob.ObsBackend(bsconfig, workdir / "backend") as obs:
+        obs.setup_debian_project(list(ARCHS))
+        obs.create_project("lab", "Debian_12", [("Debian:12", "main")], list(ARCHS))
+        yield obs
+
+
+class FarmWorkers:
+    """The dev stack's worker groups, run by obs-farm-worker.sh on this host."""
+
+    def __init__(self, settings, root: Path, reposerver: str):
+        pool = dataclasses.replace(azure_worker_pool(settings), work_dir=str(root / "work"))
+        self.pool = pool
+        self.conf = root / "etc"
+        (self.conf / "groups").mkdir(parents=True)
+        # Only paths and the server address differ from the rendered files.
+        env = cloudinit.worker_env(pool, "127.0.0.1").replace(
+            "/var/lib/obs-farm/worker-code", str(root / "code")
+        )
+        env = env.replace("http://127.0.0.1:5252", reposerver)
+        (self.conf / "worker.env").write_text(env)
+        for g in pool.groups:
+            (self.conf / "groups" / f"{g.arch}.env").write_text(cloudinit.group_env(g))
+        sbin = root / "sbin"
+        sbin.mkdir()
+        (sbin / "obs-farm-check-binfmt").symlink_to(SCRIPTS / "check-binfmt.sh")
+        self.env = {
+            **os.environ,
+            "OBS_FARM_CONF_DIR": str(self.conf),
+            "PATH": f"{sbin}:{os.environ['PATH']}",
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = root / "logs"
+        self.logs.mkdir()
+
+    def instances(self) -> list[str]:
+        return [f"{g.arch}-{n}" for g in self.pool.groups for n in range(1, g.instances + 1)]
+
+    def start(self) -> None:
+        for name in self.instances():
+            log = (self.logs / f"{name}.log").open("wb")
+            self.procs[name] = subprocess.Popen(
+                [str(SCRIPTS / "obs-farm-worker.sh"), "run", name],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        for name in self.procs:
+            subprocess.run(
+                [str(SCRIPTS / "obs-farm-worker.sh"), "stop", name],
+                env=self.env,
+                capture_output=True,
+                timeout=60,
+            )
+        for proc in self.procs.values():
+            ob.kill_tree(proc, grace=15.0)
+
+
+def wait_registered(obs: ob.ObsBackend, ids: set[str], timeout: float) -> dict[str, ob.WorkerEntry]:
+    deadline = time.monotonic() + timeout
+    while True:
+        idle = {w.workerid: w for w in obs.workerstatus().idle if w.workerid in ids}
+        if set(idle) == ids or time.monotonic() > deadline:
+            return idle
+        time.sleep(2)
+
+
+def pin_constraints() -> str:
+    """Each job architecture to its own worker group, by our host labels."""
+    overwrites = "".join(
+        f"<overwrite><conditions><arch>{a}</arch></conditions>"
+        f"<hostlabel>obs-farm-{GROUP_OF[a]}</hostlabel></overwrite>"
+        for a in ARCHS
+    )
+    return f"<constraints>{overwrites}</constraints>\n"
+
+
+def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
+    timings: dict[str, float] = {}
+    workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
+    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(host)}
+    try:
+        t0 = time.monotonic()
+        workers.start()
+        idle = wait_registered(backend, set(want), REGISTER_TIMEOUT_S)
+        timings["worker groups registered"] = time.monotonic() - t0
+        logs = {p.name: p.read_text(errors="replace")[-2000:] for p in workers.logs.iterdir()}
+        assert set(idle) == set(want), f"registered {sorted(idle)}; logs: {logs}"
+        for wid, entry in idle.items():
+            assert entry.hostarch == want[wid].scheduler_arch
+            port = int(entry.uri.rsplit(":", 1)[1])
+            assert port in want[wid].ports(), (wid, entry.uri)
+
+        since = time.time()
+        backend.create_package(
+            "lab", "hello-obs", HELLO_OBS, extra_files={"_constraints": pin_constraints()}
+        )
+        results = backend.wait_builds(
+            "lab", "Debian_12", "hello-obs", list(ARCHS), BUILD_TIMEOUT_S, since=since
+        )
+        for arch, result in results.items():
+            timings[f"build {arch} (job on worker)"] = result.job_seconds or result.wall_seconds
+            if result.status != "succeeded":
+                print(backend.build_log("lab", "Debian_12", arch, "hello-obs")[-4000:])
+        assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded")
+        built_by = {a: r.workerid for a, r in results.items()}
+        assert built_by == {a: f"{host}:{GROUP_OF[a]}-1" for a in ARCHS}
+
+        for arch in ARCHS:
+            debs = backend.fetch_binaries(
+                "lab", "Debian_12", arch, "hello-obs", workdir / "out" / arch, "*.deb"
+            )
+            assert len(debs) == 1, debs
+            assert ob.deb_elf_machines(debs[0]) == {"./usr/bin/hello-obs": ob.ELF_MACHINES[arch]}
+    finally:
+        workers.stop()
+    native = timings["build x86_64 (job on worker)"]
+    print("\nmeasured (host worker groups, 2 cores):")
+    for what, seconds in timings.items():
+        print(f"  {what:40s} {seconds:7.1f} s")
+    for arch in ("aarch64", "armv7l"):
+        print(
+            f"  emulated/native {arch:24s} {timings[f'build {arch} (job on worker)'] / native:7.1f} x"
+        )
