@@ -1,27 +1,13 @@
 """Tests of the OBS backend harness (obs_backend.py, debian_base.py).
 
-The fast tests check the BSConfig/BSServer rewriting and the ELF reader.  The
-integration test runs a real OBS backend on 127.0.0.1, fills a Debian 12 base
-project, starts one chroot worker per architecture on this host (aarch64 and
-armv7l under qemu-user via binfmt_misc) and builds tests/data/hello-obs on
-each.  Run it with
-`venv/bin/python -m pytest -m integration tests/integration/test_obs_backend_harness.py -s`
-(-s shows the measured timings).  It needs root and the apt packages listed
-in README-harness.md.  Environment knobs:
-OBSFARM_HARNESS_ARCHES (default "x86_64 aarch64 armv7l"),
-OBSFARM_HARNESS_BSCONFIG (default /etc/obs/BSConfig.pm),
-OBSFARM_HARNESS_KEEP=1 keeps the work directory for a post-mortem.
+Fast checks of the BSConfig/BSServer rewriting, the ELF reader and the
+workerstatus parser. The harness runs for real in test_farm_builds.py and
+test_worker_vm.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -140,116 +126,3 @@ def test_workerstatus_parsing() -> None:
     assert status.down[0].hostarch == "armv7l"
     assert status.waiting == {"aarch64": 4}
     assert status.daemons == {"scheduler:aarch64": "running"}
-
-
-# --------------------------------------------------------------------------- integration
-
-
-def _selected_arches() -> list[str]:
-    arches = os.environ.get("OBSFARM_HARNESS_ARCHES", "x86_64 aarch64 armv7l").split()
-    unknown = set(arches) - set(ob.ELF_MACHINES)
-    if unknown:
-        raise ValueError(f"OBSFARM_HARNESS_ARCHES: unknown {sorted(unknown)}")
-    return arches
-
-
-def _require_host() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (daemons drop to obsrun; chroot builds; binfmt_misc)")
-    tools = ["dpkg-source", "dpkg-deb", "cpio", "apt-get", "update-binfmts"]
-    missing = [t for t in tools if not shutil.which(t)]
-    if missing or not (ob.SERVER_CODE / "bs_srcserver").exists():
-        pytest.skip(f"missing {missing or 'obs-server'}: apt-get install {APT_PACKAGES}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((ob.LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def bsconfig_text() -> str:
-    path = Path(os.environ.get("OBSFARM_HARNESS_BSCONFIG", "/etc/obs/BSConfig.pm"))
-    if not path.is_file():
-        pytest.skip(f"{path} missing: apt-get install obs-server")
-    return path.read_text()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """World-searchable (obsrun must reach $bsdir), outside pytest's 0700 tmp."""
-    path = Path(tempfile.mkdtemp(prefix="obs-harness-", dir="/var/tmp"))
-    path.chmod(0o755)
-    yield path
-    if os.environ.get("OBSFARM_HARNESS_KEEP") == "1":
-        print(f"\nkept {path}")
-    else:
-        ob.unmount_below(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.mark.integration
-def test_hello_obs_builds_on_native_and_emulated_workers(bsconfig_text: str, workdir: Path) -> None:
-    _require_host()
-    arches = _selected_arches()
-    project, repo, package = "lab", "Debian_12", "hello-obs"
-    timings: dict[str, float] = {}
-    pids: list[int] = []
-
-    t0 = time.monotonic()
-    with ob.Binfmt(arches), ob.ObsBackend(bsconfig_text, workdir) as obs:
-        timings["backend start"] = time.monotonic() - t0
-        obs.setup_debian_project(arches)
-        obs.create_project(project, repo, [("Debian:12", "main")], arches)
-        timings["Debian:12 setup (debs + :full scan)"] = (
-            obs.timings["debian_base"] + obs.timings["full_tree_scan"]
-        )
-
-        t1 = time.monotonic()
-        boot = obs.fetch_worker_code()
-        workers = [
-            obs.start_host_worker(boot, i, arch, _free_port(), hostlabels=[ob.arch_hostlabel(arch)])
-            for i, arch in enumerate(arches, 1)
-        ]
-        timings["workers registered"] = time.monotonic() - t1
-        idle = {w.workerid: w.hostarch for w in obs.workerstatus().idle}
-        assert idle == {w.workerid: w.arch for w in workers}
-
-        since = time.time()
-        # Pinned, else the aarch64 worker may take the armv7l job (BSCando).
-        pinning = {"_constraints": ob.pin_arches_constraints(arches)}
-        obs.create_package(project, package, HELLO_OBS, extra_files=pinning)
-        results = obs.wait_builds(project, repo, package, arches, BUILD_TIMEOUT_S, since=since)
-        pids = [p.popen.pid for p in obs.processes] + [w.process.popen.pid for w in obs.workers]
-
-        for arch, result in results.items():
-            timings[f"build {arch} (request to result)"] = result.wall_seconds
-            timings[f"build {arch} (job on worker)"] = result.job_seconds or 0.0
-            if result.status != "succeeded":
-                print(
-                    f"\n--- {arch} build log tail\n{obs.build_log(project, repo, arch, package)[-4000:]}"
-                )
-        assert {a: r.status for a, r in results.items()} == dict.fromkeys(arches, "succeeded")
-        assert {a: r.hostarch for a, r in results.items()} == {a: a for a in arches}
-
-        for arch in arches:
-            debs = obs.fetch_binaries(project, repo, arch, package, workdir / "out" / arch, "*.deb")
-            assert len(debs) == 1, debs
-            machines = ob.deb_elf_machines(debs[0])
-            assert machines == {"./usr/bin/hello-obs": ob.ELF_MACHINES[arch]}, (arch, machines)
-
-        stopped = workers[0]
-        obs.stop_worker(stopped)
-        entry = obs.workerstatus().find(stopped.workerid)
-        assert entry is not None and entry.state == "down", entry
-        t2 = time.monotonic()
-    timings["stop everything"] = time.monotonic() - t2
-
-    assert not ob.still_running(pids), "processes left running"
-    assert obs.config is not None
-    assert not ob.port_open(obs.config.srcport) and not ob.port_open(obs.config.repport)
-    assert not ob.mounts_below(workdir), "mounts left below the work directory"
-    print("\nmeasured:")
-    for what, seconds in timings.items():
-        print(f"  {what:40s} {seconds:7.1f} s")
