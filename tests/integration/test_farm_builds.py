@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +29,7 @@ from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
 from tests.integration import obs_backend as ob
+from tests.integration.farm import farm_backend, require_host, scratch_dir, wait_registered
 from tools.offline import read_stack_config
 
 pytestmark = pytest.mark.integration
@@ -44,16 +43,6 @@ BUILD_TIMEOUT_S = 1500
 REGISTER_TIMEOUT_S = 120
 
 
-def require_host() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (chroot builds, binfmt_misc, obsrun daemons)")
-    missing = [t for t in ("dpkg-source", "cpio", "update-binfmts") if not shutil.which(t)]
-    if missing or not (ob.SERVER_CODE / "bs_srcserver").exists():
-        pytest.fail(
-            f"integration tier needs obs-server, obs-worker, binfmt-support; missing {missing}"
-        )
-
-
 @pytest.fixture(scope="module")
 def settings():
     return load_settings(read_stack_config("dev"))
@@ -61,22 +50,14 @@ def settings():
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    """World-searchable (the daemons run as obsrun), outside pytest's 0700 tmp."""
-    path = Path(tempfile.mkdtemp(prefix="obs-farm-it-", dir="/var/tmp"))
-    path.chmod(0o755)
-    yield path
-    ob.unmount_below(path)
-    shutil.rmtree(path, ignore_errors=True)
+    with scratch_dir("obs-farm-builds-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
 def backend(settings, workdir) -> Iterator[ob.ObsBackend]:
     require_host()
-    farm_pm = workdir / "farm.pm"
-    farm_pm.write_text(cloudinit.render_farm_pm(settings))
-    farm_pm.chmod(0o644)
-    bsconfig = cloudinit.render_bsconfig(settings, farm_pm=str(farm_pm))
-    with ob.Binfmt(ARCHS), ob.ObsBackend(bsconfig, workdir / "backend") as obs:
+    with farm_backend(settings, workdir) as obs:
         obs.setup_debian_project(list(ARCHS))
         obs.create_project("lab", "Debian_12", [("Debian:12", "main")], list(ARCHS))
         yield obs
@@ -134,15 +115,6 @@ class FarmWorkers:
             )
         for proc in self.procs.values():
             ob.kill_tree(proc, grace=15.0)
-
-
-def wait_registered(obs: ob.ObsBackend, ids: set[str], timeout: float) -> dict[str, ob.WorkerEntry]:
-    deadline = time.monotonic() + timeout
-    while True:
-        idle = {w.workerid: w for w in obs.workerstatus().idle if w.workerid in ids}
-        if set(idle) == ids or time.monotonic() > deadline:
-            return idle
-        time.sleep(2)
 
 
 def pin_constraints() -> str:

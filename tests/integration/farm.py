@@ -1,0 +1,79 @@
+"""Shared pieces of the integration tier: a backend configured as the
+server's cloud-init configures it, and waiting for workers to register."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from components import cloudinit
+from config import FarmSettings
+from tests.integration import obs_backend as ob
+
+SCHEDULER_ARCHS = ("x86_64", "aarch64", "armv7l")
+
+
+def require_host() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chroot builds, binfmt_misc, obsrun daemons, VMs)")
+    tools = ("dpkg-source", "cpio", "update-binfmts")
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing or not (ob.SERVER_CODE / "bs_srcserver").exists():
+        pytest.fail(f"the integration tier needs obs-server and binfmt-support; missing {missing}")
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """World-searchable (the daemons run as obsrun), outside pytest's 0700 tmp."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        ob.unmount_below(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def farm_backend(settings: FarmSettings, workdir: Path) -> Iterator[ob.ObsBackend]:
+    """The backend with the server's rendered BSConfig.pm and the farm.pm
+    that the run command writes; the harness adjusts only $bsdir, the server
+    address (127.0.0.1) and adds the loopback worker entry."""
+    farm_pm = workdir / "farm.pm"
+    farm_pm.write_text(cloudinit.render_farm_pm(settings))
+    farm_pm.chmod(0o644)
+    bsconfig = cloudinit.render_bsconfig(settings, farm_pm=str(farm_pm))
+    with ob.Binfmt(SCHEDULER_ARCHS), ob.ObsBackend(bsconfig, workdir / "backend") as obs:
+        yield obs
+
+
+def wait_registered(obs: ob.ObsBackend, ids: set[str], timeout: float) -> dict[str, ob.WorkerEntry]:
+    """Idle workers among `ids` once all are there (or what is there at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        idle = {w.workerid: w for w in obs.workerstatus().idle if w.workerid in ids}
+        if set(idle) == ids or time.monotonic() > deadline:
+            return idle
+        time.sleep(2)
+
+
+def answers(uri: str, timeout: float = 10) -> bool:
+    """Whether the worker behind a registration still answers (a killed
+    worker stays listed as idle)."""
+    try:
+        with urllib.request.urlopen(f"{uri}/worker", timeout=timeout) as resp:
+            return resp.status == 200 and b"<worker" in resp.read()
+    except OSError:
+        return False
+
+
+def ports_of(entries: Sequence[ob.WorkerEntry]) -> list[int]:
+    return [int(e.uri.rsplit(":", 1)[1]) for e in entries]
