@@ -19,7 +19,7 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import compute, monitor
 
-from components.common import DEBIAN_12_GEN2, b64, ssh_config
+from components.common import DEBIAN_12_GEN2, b64, premium_os_disk, ssh_config
 from components.topology import WorkerPool
 
 
@@ -90,13 +90,7 @@ class AzureWorkerPool(pulumi.ComponentResource):
                 },
                 "storage_profile": {
                     "image_reference": DEBIAN_12_GEN2,
-                    "os_disk": {
-                        "create_option": "FromImage",
-                        "caching": "ReadWrite",
-                        "disk_size_gb": args.os_disk_size_gb,
-                        "managed_disk": {"storage_account_type": "Premium_LRS"},
-                        "delete_option": "Delete",
-                    },
+                    "os_disk": premium_os_disk(args.os_disk_size_gb),
                 },
                 "network_profile": {
                     "network_api_version": "2020-11-01",

@@ -32,3 +32,14 @@ def ssh_config(admin_username: str, public_key: str) -> dict[str, object]:
             ]
         },
     }
+
+
+def premium_os_disk(size_gb: int) -> dict[str, object]:
+    """The OS disk every farm VM gets: Premium SSD, deleted with the VM."""
+    return {
+        "create_option": "FromImage",
+        "caching": "ReadWrite",
+        "disk_size_gb": size_gb,
+        "managed_disk": {"storage_account_type": "Premium_LRS"},
+        "delete_option": "Delete",
+    }
