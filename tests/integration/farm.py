@@ -77,3 +77,11 @@ def answers(uri: str, timeout: float = 10) -> bool:
 
 def ports_of(entries: Sequence[ob.WorkerEntry]) -> list[int]:
     return [int(e.uri.rsplit(":", 1)[1]) for e in entries]
+
+
+# Numbers the tier reports at the end of the run (see conftest.py).
+TIMINGS: dict[str, str] = {}
+
+
+def record(what: str, value: str) -> None:
+    TIMINGS[what] = value

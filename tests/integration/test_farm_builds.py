@@ -29,7 +29,7 @@ from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
 from tests.integration import obs_backend as ob
-from tests.integration.farm import farm_backend, require_host, scratch_dir, wait_registered
+from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_registered
 from tools.offline import read_stack_config
 
 pytestmark = pytest.mark.integration
@@ -168,10 +168,8 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
     finally:
         workers.stop()
     native = timings["build x86_64 (job on worker)"]
-    print("\nmeasured (host worker groups, 2 cores):")
-    for what, seconds in timings.items():
-        print(f"  {what:40s} {seconds:7.1f} s")
-    for arch in ("aarch64", "armv7l"):
-        print(
-            f"  emulated/native {arch:24s} {timings[f'build {arch} (job on worker)'] / native:7.1f} x"
-        )
+    record("worker groups on host registered", f"{timings['worker groups registered']:.0f} s")
+    for arch in ARCHS:
+        seconds = timings[f"build {arch} (job on worker)"]
+        ratio = "" if arch == "x86_64" else f" ({seconds / native:.1f}x native)"
+        record(f"hello-obs build {arch}, 3 at once on 2 cores", f"{seconds:.0f} s{ratio}")
