@@ -1,0 +1,200 @@
+"""A worker VM booted from our cloud-init registers with a real OBS backend.
+
+A Debian bookworm amd64 VM (debootstrap image, cached; QEMU with software
+emulation) boots the `dev` stack's worker user-data unchanged except the
+server address, which becomes 10.0.2.2, the host as QEMU's user network
+shows it. The backend runs on the host's 127.0.0.1 with the server's
+rendered BSConfig; the workers' fixed ports are forwarded from 127.0.0.1 so
+the dispatcher can connect back. Everything is read from the real systems:
+cloud-init's own status, /proc/sys/fs/binfmt_misc inside the VM, systemd,
+the backend's /workerstatus and each worker's own /worker endpoint.
+
+The failure path boots the same user-data with vendor-data (a NoCloud
+vendor script, which cloud-init runs after installing packages and before
+the user's runcmd) that breaks emulation the two ways the farm must survive:
+qemu-aarch64 re-registered without the F flag, qemu-arm removed. The
+emulated groups must refuse to start, the x86_64 group must still register,
+and cloud-init must report the failure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.cloudinit import render_worker_user_data
+from components.topology import WorkerPool, azure_worker_pool
+from config import load_settings
+from tests.integration import obs_backend as ob
+from tests.integration import vm
+from tests.integration.farm import (
+    answers,
+    farm_backend,
+    record,
+    require_host,
+    scratch_dir,
+    wait_registered,
+)
+from tools.offline import read_stack_config
+
+pytestmark = pytest.mark.integration
+
+HOST_FROM_VM = "10.0.2.2"
+HOSTNAME = "obsw-it"
+BOOT_TIMEOUT_S = 1500
+CLOUD_INIT_TIMEOUT_S = 1200
+REGISTER_TIMEOUT_S = 300
+
+BREAK_EMULATION = """#!/bin/sh
+# Vendor script of the failure-path test: runs after packages, before runcmd.
+set -e
+echo "obs-farm-test: breaking emulation"
+echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+echo ':qemu-aarch64:M::\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:P' > /proc/sys/fs/binfmt_misc/register
+echo -1 > /proc/sys/fs/binfmt_misc/qemu-arm
+"""
+
+
+@pytest.fixture(scope="module")
+def pool() -> WorkerPool:
+    return azure_worker_pool(load_settings(read_stack_config("dev")))
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ob.ObsBackend]:
+    require_host()
+    settings = load_settings(read_stack_config("dev"))
+    with scratch_dir("obs-farm-vm-") as workdir, farm_backend(settings, workdir) as obs:
+        yield obs
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory) -> Path:
+    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    t0 = time.monotonic()
+    path = vm.build_image()
+    built = vm.image_info(path).get("build_seconds")
+    record("VM image build (debootstrap)", f"{built} s" if built else "?")
+    record("VM image ready this run (0 when cached)", f"{time.monotonic() - t0:.0f} s")
+    return path
+
+
+def user_data(pool: WorkerPool) -> str:
+    """The dev stack's worker user-data; only the server address differs."""
+    text = render_worker_user_data(pool, HOST_FROM_VM)
+    assert text == render_worker_user_data(pool, "10.40.1.10").replace("10.40.1.10", HOST_FROM_VM)
+    return text
+
+
+def forwards(pool: WorkerPool, ssh_port: int) -> list[tuple[int, int]]:
+    return [(p, p) for g in pool.groups for p in g.ports()] + [(ssh_port, 22)]
+
+
+def ssh(key: Path, port: int, command: str) -> str:
+    res = subprocess.run(
+        [
+            "ssh", "-i", str(key), "-p", str(port),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR",
+            "debian@127.0.0.1", command,
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if res.returncode != 0:
+        raise AssertionError(f"ssh {command!r} failed ({res.returncode}): {res.stderr}")
+    return res.stdout
+
+
+def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
+    ssh_port = vm.free_port()
+    meta = {"local-hostname": HOSTNAME, "public-keys": [ssh_key.with_suffix(".pub").read_text()]}
+    want = {wid: g for g in pool.groups for wid in g.worker_ids(HOSTNAME)}
+    with vm.boot(
+        user_data(pool), meta, forwards(pool, ssh_port), BOOT_TIMEOUT_S, image=image
+    ) as run:
+        # Workers start in cloud-init's last step: wait for them first, so
+        # both times below are measured from boot.
+        idle = wait_registered(backend, set(want), CLOUD_INIT_TIMEOUT_S)
+        registered = run.seconds_since_start()
+        report = run.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_S)
+        cloud_init_done = run.seconds_since_start()
+        assert (report.status, report.errors) == ("done", []), run.console_log()[-4000:]
+        assert set(idle) == set(want), (
+            sorted(idle),
+            ssh(ssh_key, ssh_port, "sudo journalctl -u 'obs-farm-worker@*' --no-pager | tail -50"),
+        )
+        for wid, entry in idle.items():
+            assert entry.hostarch == want[wid].scheduler_arch
+            assert int(entry.uri.rsplit(":", 1)[1]) in want[wid].ports()
+            assert answers(entry.uri), f"{wid} registered but {entry.uri}/worker does not answer"
+
+        for handler in ("qemu-aarch64", "qemu-arm"):
+            entry = ssh(ssh_key, ssh_port, f"cat /proc/sys/fs/binfmt_misc/{handler}")
+            flags = next(
+                line.split(":", 1)[1].strip()
+                for line in entry.splitlines()
+                if line.startswith("flags:")
+            )
+            assert "F" in flags and "enabled" in entry, entry
+        assert ssh(ssh_key, ssh_port, "systemctl is-active docker").strip() == "active"
+        units = ssh(
+            ssh_key,
+            ssh_port,
+            "systemctl is-active 'obs-farm-worker@x86_64-1' 'obs-farm-worker@aarch64-1' 'obs-farm-worker@armv7hl-1'",
+        )
+        assert units.split() == ["active"] * 3
+        assert "status: done" in ssh(ssh_key, ssh_port, "cloud-init status --long")
+        ssh(ssh_key, ssh_port, "sudo systemctl poweroff || true")
+        run.wait_for_poweroff(300)
+    record("worker VM: boot to cloud-init done (TCG)", f"{cloud_init_done:.0f} s")
+    record(f"worker VM: boot to all {len(want)} workers registered", f"{registered:.0f} s")
+
+
+def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, image):
+    ssh_port = vm.free_port()
+    meta = {
+        "local-hostname": f"{HOSTNAME}-broken",
+        "public-keys": [ssh_key.with_suffix(".pub").read_text()],
+    }
+    host = f"{HOSTNAME}-broken"
+    with vm.boot(
+        user_data(pool),
+        meta,
+        forwards(pool, ssh_port),
+        BOOT_TIMEOUT_S,
+        image=image,
+        vendor_data=BREAK_EMULATION,
+    ) as run:
+        report = run.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_S)
+        assert report.status == "error", run.console_log()[-4000:]
+        assert any("runcmd" in e or "scripts-user" in e for e in report.errors), report.errors
+
+        x86 = f"{host}:x86_64-1"
+        idle = wait_registered(backend, {x86}, REGISTER_TIMEOUT_S)
+        assert set(idle) == {x86} and answers(idle[x86].uri)
+        time.sleep(10)  # would an emulated group register late?
+        listed = {w.workerid for w in backend.workerstatus().idle}
+        assert not {f"{host}:aarch64-1", f"{host}:armv7hl-1"} & listed
+
+        log = ssh(ssh_key, ssh_port, "sudo cat /var/log/cloud-init-output.log")
+        assert "qemu-aarch64 lacks the F flag" in log
+        assert "qemu-arm is not registered" in log
+        assert "NOT started (check failed): aarch64 armv7hl" in log
+        units = ssh(
+            ssh_key,
+            ssh_port,
+            "systemctl is-active 'obs-farm-worker@aarch64-1' 'obs-farm-worker@armv7hl-1' || true",
+        )
+        assert units.split() == ["inactive", "inactive"]
+        ssh(ssh_key, ssh_port, "sudo systemctl poweroff || true")
+        run.wait_for_poweroff(300)
