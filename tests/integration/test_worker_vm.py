@@ -100,19 +100,33 @@ def forwards(pool: WorkerPool, ssh_port: int) -> list[tuple[int, int]]:
     return [(p, p) for g in pool.groups for p in g.ports()] + [(ssh_port, 22)]
 
 
+def ssh_command(key: Path, port: int, command: str) -> list[str]:
+    return [
+        "ssh", "-i", str(key), "-p", str(port),
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR",
+        "debian@127.0.0.1", command,
+    ]  # fmt: skip
+
+
 def ssh(key: Path, port: int, command: str) -> str:
     res = subprocess.run(
-        [
-            "ssh", "-i", str(key), "-p", str(port),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR",
-            "debian@127.0.0.1", command,
-        ],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        ssh_command(key, port, command), capture_output=True, text=True, timeout=120
+    )
     if res.returncode != 0:
         raise AssertionError(f"ssh {command!r} failed ({res.returncode}): {res.stderr}")
     return res.stdout
+
+
+def poweroff(key: Path, port: int, run: vm.VmRun) -> None:
+    """Power the VM off from inside; ssh itself may see the connection drop."""
+    subprocess.run(
+        ssh_command(key, port, "sudo systemctl poweroff"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    run.wait_for_poweroff(300)
 
 
 def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
@@ -154,8 +168,7 @@ def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
         )
         assert units.split() == ["active"] * 3
         assert "status: done" in ssh(ssh_key, ssh_port, "cloud-init status --long")
-        ssh(ssh_key, ssh_port, "sudo systemctl poweroff || true")
-        run.wait_for_poweroff(300)
+        poweroff(ssh_key, ssh_port, run)
     record("worker VM: boot to cloud-init done (TCG)", f"{cloud_init_done:.0f} s")
     record(f"worker VM: boot to all {len(want)} workers registered", f"{registered:.0f} s")
 
@@ -196,5 +209,4 @@ def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, imag
             "systemctl is-active 'obs-farm-worker@aarch64-1' 'obs-farm-worker@armv7hl-1' || true",
         )
         assert units.split() == ["inactive", "inactive"]
-        ssh(ssh_key, ssh_port, "sudo systemctl poweroff || true")
-        run.wait_for_poweroff(300)
+        poweroff(ssh_key, ssh_port, run)
