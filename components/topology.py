@@ -30,7 +30,6 @@ WORKER_PORT_RANGE = (WORKER_PORT_BASE, WORKER_PORT_BASE + PORT_STRIDE * len(ALL_
 
 # OBS backend ports (see OBS-NOTES): srcserver, repserver, their worker-only
 # variants, and the source service.
-SRCSERVER_PORT = 5352
 REPSERVER_PORT = 5252
 BACKEND_PORTS = (5152, 5252, 5253, 5352, 5353)
 

@@ -23,7 +23,7 @@ NAMESPACE = "obs-farm"
 # Keys from other namespaces that become settings.
 FOREIGN_KEYS = {"azure-native:location": "location", "aws:region": "aws_region"}
 # Settings that are not stack config of our namespace.
-_INTERNAL_FIELDS = {"location", "aws_region", "warnings"}
+_INTERNAL_FIELDS = {*FOREIGN_KEYS.values(), "warnings"}
 
 
 class ConfigError(Exception):

@@ -20,7 +20,7 @@ import yaml
 from components.topology import BACKEND_PORTS, WORKER_PORT_RANGE
 from tests.conftest import ROOT, raw_config
 from tests.helpers.cloudinit import check_cloud_config
-from tools.offline import ProgramRun, read_stack_config, run_program
+from tools.offline import ProgramRun, RecordingMocks, read_stack_config, run_program
 
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 
@@ -346,15 +346,11 @@ def test_evaluation_topology_output():
 
 
 def test_bad_config_stops_the_program_before_any_resource():
+    mocks = RecordingMocks()
     with pytest.raises(
         pulumi.RunError, match=r"obs-farm:azureWorkers.minVms \(5\) must not exceed"
     ):
-        run_program("bad", raw_config(azureWorkers={"minVms": 5, "maxVms": 1}))
-    # run_program's recorder is per run: build one more to see nothing leaked.
-    from tools.offline import RecordingMocks
-
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="obs-farm", stack="bad", preview=False)
+        run_program("bad", raw_config(azureWorkers={"minVms": 5, "maxVms": 1}), mocks=mocks)
     assert mocks.resources == []
 
 

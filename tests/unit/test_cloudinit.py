@@ -13,6 +13,7 @@ import yaml
 from components import cloudinit
 from components.topology import azure_worker_pool, server_private_ip
 from config import load_settings
+from policy.rules import Resource, no_secrets_in_user_data
 from tests.conftest import raw_config
 from tests.helpers.cloudinit import check_cloud_config, shellcheck
 
@@ -141,12 +142,11 @@ def test_server_user_data_ignores_worker_settings():
 
 def test_no_secret_material_in_user_data():
     s = settings(server={"frontendImage": "registry.example.org/obs/frontend:2.10"})
-    texts = [cloudinit.render_server_user_data(s), worker_doc()[0]]
+    texts = [cloudinit.render_server_user_data(s), worker_doc()[0], cloudinit.render_apply_farm(s)]
     for text in texts:
-        assert "PRIVATE KEY" not in text
-        assert "PASSWORD=" not in text.replace("MARIADB_ROOT_PASSWORD=%s", "").replace(
-            "MARIADB_PASSWORD=%s", ""
-        )
+        # The same check the no-secrets-in-user-data policy applies.
+        res = Resource("aws:ec2/launchTemplate:LaunchTemplate", "doc", {"userData": text})
+        assert no_secrets_in_user_data(res, {}) == []
 
 
 def test_fill_refuses_missing_and_leftover_markers():
