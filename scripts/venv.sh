@@ -9,7 +9,7 @@ if [ ! -x venv/bin/python ]; then
   "$python" -m venv venv
 fi
 stamp="venv/.installed-$(basename "$req")"
-want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements*.txt scaler/requirements*.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   venv/bin/python -m pip install -q --disable-pip-version-check -r "$req" >&2
   echo "$want" >"$stamp"

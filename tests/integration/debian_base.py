@@ -9,7 +9,7 @@ target architecture, so no dpkg foreign-architecture is added to the host and
 the archive address is only ever read from the host's apt configuration
 (never written into this repository).
 
-The result is cached under `.cache/obs-lab/debian-base/<arch>/<key>/`, where
+The result is cached under `$OBS_FARM_TEST_CACHE/obs-lab/debian-base/<arch>/<key>/`, where
 the key hashes the requested package list and the host's apt sources, so a
 second run is instant and a changed package list triggers a fresh download.
 """
@@ -47,7 +47,10 @@ EXTRA_PACKAGES: tuple[str, ...] = ("usr-is-merged",)
 IGNORED_PACKAGES: tuple[str, ...] = ("usr-is-merged",)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache" / "obs-lab"
+# Outside the clone, so a fresh clone (CI) reuses what an earlier run built;
+# entries are keyed by a hash of their recipe and rebuilt when absent.
+TEST_CACHE = Path(os.environ.get("OBS_FARM_TEST_CACHE", "/var/cache/obs-farm-tests"))
+DEFAULT_CACHE_ROOT = TEST_CACHE / "obs-lab"
 HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 CACHE_FORMAT = 1
 

@@ -44,7 +44,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "vm"
+# Outside the clone, so a fresh clone (CI) reuses what an earlier run built;
+# entries are keyed by a hash of their recipe and rebuilt when absent.
+TEST_CACHE = Path(os.environ.get("OBS_FARM_TEST_CACHE", "/var/cache/obs-farm-tests"))
+DEFAULT_CACHE_DIR = TEST_CACHE / "vm"
 HOST_DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 HOST_SOURCES_LIST = Path("/etc/apt/sources.list")
 
