@@ -531,12 +531,17 @@ def qemu_command(
     memory_mb: int,
     cpus: int,
     verbose_console: bool = False,
+    extra_drives: Sequence[Path] = (),
 ) -> list[str]:
     """The qemu argv: TCG, direct kernel boot, serial to a file, loopback-only forwards.
 
     -nodefaults drops the floppy drive (NoCloud probes it: I/O errors) and the
     other default devices; the ones the guest needs are listed explicitly.
     """
+    drives: list[str] = []
+    for drive in extra_drives:
+        fmt = "qcow2" if drive.suffix == ".qcow2" else "raw"
+        drives += ["-drive", f"file={drive},if=virtio,format={fmt}"]
     nic = "user,model=virtio-net-pci" + "".join(
         f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in hostfwd
     )
@@ -567,6 +572,7 @@ def qemu_command(
         f"file={overlay},if=virtio,format=qcow2",
         "-drive",
         f"file={seed},if=virtio,format=raw,readonly=on",
+        *drives,
         "-device",
         "virtio-rng-pci",
         "-nic",
@@ -591,11 +597,15 @@ class VmRun:
         self._watchdog: threading.Timer | None = None
         self._watchdog_fired = False
         self._raw: Path | None = None
+        self.cmd: list[str] = []
+        self.boots = 0
 
     # -- lifecycle (used by boot())
 
     def start(self, cmd: list[str]) -> None:
         """Start qemu and a watchdog that kills it after timeout_s."""
+        self.cmd = cmd
+        self.boots += 1
         self.console_path.touch()
         with self.qemu_log.open("wb") as log:
             self.process = subprocess.Popen(
@@ -616,6 +626,25 @@ class VmRun:
             self._watchdog.cancel()
         if self.process is not None and self.process.poll() is None:
             _kill_group(self.process)
+
+    def restart(self, timeout: float = 300) -> None:
+        """Boot the same machine again once the guest has rebooted or powered off.
+
+        qemu runs with -no-reboot, so a guest `reboot` ends the process; this
+        starts it again on the same overlay and seed, so cloud-init sees the
+        same instance-id (a reboot, not a first boot). The previous console is
+        kept as console.<boot>.log and console_log() starts empty.
+        """
+        if not self.cmd:
+            raise VmError("restart() before the VM was ever started")
+        self.wait_for_poweroff(timeout)
+        self.powered_off_after = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._raw = None
+        shutil.copyfile(self.console_path, self.workdir / f"console.{self.boots}.log")
+        self.console_path.write_bytes(b"")
+        self.start(self.cmd)
 
     def _on_watchdog(self) -> None:
         self._watchdog_fired = True
@@ -787,6 +816,7 @@ def boot(
     keep_console: Path | None = None,
     verbose_console: bool = False,
     vendor_data: str | None = None,
+    extra_drives: Sequence[Path] = (),
 ) -> Iterator[VmRun]:
     """Boot `image` (default: the base image) with this user-data; yield the VmRun.
 
@@ -798,7 +828,9 @@ def boot(
     console log first copied to `keep_console` if given.  `verbose_console`
     keeps kernel and systemd messages on the console (slower boot).
     `vendor_data` goes into the seed as NoCloud vendor-data (what a cloud
-    provider adds to the user's data).
+    provider adds to the user's data). `extra_drives` (raw, or qcow2 by
+    suffix) follow the seed as /dev/vdc, /dev/vdd, ...; they are the caller's
+    and survive the boot (a data disk kept across VMs).
     """
     _require_tools(BOOT_TOOLS)
     image = image or build_image()
@@ -831,6 +863,7 @@ def boot(
                 memory_mb=memory_mb,
                 cpus=cpus,
                 verbose_console=verbose_console,
+                extra_drives=extra_drives,
             )
         )
         yield run
