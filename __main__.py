@@ -13,12 +13,20 @@ from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
 from components.backup import DiskBackup, DiskBackupArgs
 from components.cloudinit import (
     render_apply_farm,
-    render_server_user_data,
     render_worker_user_data,
+    server_user_data,
 )
 from components.common import farm_tags
 from components.network import FarmNetwork, FarmNetworkArgs
-from components.server import BackendWorkers, BackendWorkersArgs, ObsServer, ObsServerArgs
+from components.server import (
+    APPLIANCE_REPOSITORY_PORT,
+    BackendWorkers,
+    BackendWorkersArgs,
+    ObsServer,
+    ObsServerArgs,
+    server_image,
+    tls_parameters,
+)
 from components.topology import server_private_ip, worker_cidrs, worker_pools
 from components.vpn import SiteToSiteVpn, SiteToSiteVpnArgs
 from config import ConfigError, load_settings_from_pulumi
@@ -55,6 +63,9 @@ net = FarmNetwork(
         tags=tags("network"),
         worker_sources=tuple(worker_cidrs(settings)),
         gateway_subnet=settings.network.gateway_subnet if "aws" in pools else None,
+        repository_port=(
+            APPLIANCE_REPOSITORY_PORT if settings.server.flavor == "appliance" else None
+        ),
     ),
 )
 
@@ -70,8 +81,9 @@ server = ObsServer(
         data_disk_size_gb=settings.server.data_disk_size_gb,
         admin_username=settings.admin_username,
         ssh_public_key=settings.ssh_public_key,
-        user_data=render_server_user_data(settings),
+        user_data=server_user_data(settings),
         tags=tags("server"),
+        image_reference=server_image(settings.server.flavor),
     ),
 )
 
@@ -97,6 +109,7 @@ BackendWorkers(
         vm_name=server.vm_name,
         script=render_apply_farm(settings),
         tags=tags("server"),
+        protected_parameters=tls_parameters(settings.tls_certificate, settings.tls_private_key),
     ),
 )
 

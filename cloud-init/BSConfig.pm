@@ -10,8 +10,7 @@ package BSConfig;
 my $hostname = '@@SERVER_ADDRESS@@';
 
 # The backend has no authentication. Only the peer address decides: the
-# server itself (and the frontend containers, which use host networking) may
-# write; the farm's worker subnets may deliver build results; nobody else is
+# server itself (on the appliance, its API and web UI too) may write; the farm's worker subnets may deliver build results; nobody else is
 # listed, so everybody else is refused. BSStdServer anchors each pattern at
 # both ends itself (/^$re$/).
 our $ipaccess = {

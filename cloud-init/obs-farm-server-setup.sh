@@ -21,18 +21,4 @@ units=(obssrcserver obsrepserver obsdispatcher obspublisher obswarden)
 systemctl enable "${units[@]}"
 systemctl restart "${units[@]}"
 
-if [ -n "${FRONTEND_IMAGE:-}" ]; then
-  # The frontend's database password is made here, on the data disk, so it is
-  # never in user-data, the stack state or a log.
-  secret_dir=/srv/obs/frontend
-  install -d -m 0700 "$secret_dir"
-  if [ ! -s "$secret_dir/db.env" ]; then
-    umask 077
-    printf 'MARIADB_ROOT_PASSWORD=%s\nMARIADB_PASSWORD=%s\n' \
-      "$(head -c 32 /dev/urandom | base64 | tr -d '/+=')" \
-      "$(head -c 32 /dev/urandom | base64 | tr -d '/+=')" >"$secret_dir/db.env"
-  fi
-  systemctl enable --now docker
-  docker-compose -f "$conf_dir/frontend-compose.yaml" up -d
-fi
 echo "obs-farm-server-setup: backend running; waiting for obs-farm-apply-farm"

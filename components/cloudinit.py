@@ -3,8 +3,8 @@
 The documents are built from the real files in `cloud-init/`: YAML bases
 that stay valid cloud-config on their own, shell scripts and unit files that
 are shipped verbatim, and BSConfig.pm with @@MARKERS@@. Nothing secret is
-rendered: the only credential a VM needs (the frontend's database password)
-is generated on the VM itself.
+rendered: the appliance's admin password is generated on the VM itself, and
+a stack's TLS key reaches the server as a run command's protected parameter.
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ from config.model import FarmSettings
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # Azure attaches the data disk at LUN 0; its udev rules give it this name.
 AZURE_DATA_DISK_DEVICE = "/dev/disk/azure/scsi1/lun0"
-# Images the frontend needs besides the one the stack names.
-FRONTEND_DB_IMAGE = "docker.io/library/mariadb:10.11"
-FRONTEND_CACHE_IMAGE = "docker.io/library/memcached:1.6"
+# Upstream's supported OBS for the appliance flavor: this repository for the
+# server's Leap release, and its OBS_Server pattern.
+APPLIANCE_REPO_URL = "https://download.opensuse.org/repositories/OBS:/Server:/2.10/15.6/"
+APPLIANCE_REPO_ALIAS = "OBS_Server_2.10"
+# Where the SUSE packages read BSConfig.pm (Debian: /etc/obs/BSConfig.pm).
+APPLIANCE_BSCONFIG = "/usr/lib/obs/server/BSConfig.pm"
 
 _MARKER = re.compile(r"@@[A-Z_]+@@")
 
@@ -247,23 +250,10 @@ def render_worker_user_data(
     return _dump(doc)
 
 
-def render_frontend_compose(settings: FarmSettings) -> str:
-    return fill(
-        template("frontend-compose.yaml"),
-        {
-            "DB_IMAGE": FRONTEND_DB_IMAGE,
-            "CACHE_IMAGE": FRONTEND_CACHE_IMAGE,
-            "FRONTEND_IMAGE": settings.server.frontend_image,
-        },
-    )
-
-
 def render_server_user_data(settings: FarmSettings) -> str:
+    """The `backend` flavor: Debian 12 with Debian's obs-server (no frontend)."""
     doc = _base("server.yaml")
-    env = {
-        "DATA_DISK_DEVICE": AZURE_DATA_DISK_DEVICE,
-        "FRONTEND_IMAGE": settings.server.frontend_image,
-    }
+    env = {"DATA_DISK_DEVICE": AZURE_DATA_DISK_DEVICE}
     files = [
         _file("/etc/obs-farm/server.env", _env(env)),
         _file("/etc/obs-farm/BSConfig.pm", render_bsconfig(settings)),
@@ -274,9 +264,30 @@ def render_server_user_data(settings: FarmSettings) -> str:
             "/usr/local/sbin/obs-farm-server-setup", template("obs-farm-server-setup.sh"), "0755"
         ),
     ]
-    if settings.server.frontend_image:
-        files.append(
-            _file("/etc/obs-farm/frontend-compose.yaml", render_frontend_compose(settings))
-        )
     doc["write_files"] = files
     return _dump(doc)
+
+
+def render_appliance_user_data(settings: FarmSettings) -> str:
+    """The `appliance` flavor: openSUSE Leap 15.6 with upstream's OBS 2.10."""
+    doc = _base("appliance.yaml")
+    env = {
+        "FLAVOR": "appliance",
+        "DATA_DISK_DEVICE": AZURE_DATA_DISK_DEVICE,
+        "OBS_REPO_URL": APPLIANCE_REPO_URL,
+        "OBS_REPO_ALIAS": APPLIANCE_REPO_ALIAS,
+    }
+    doc["write_files"] = [
+        _file("/etc/obs-farm/server.env", _env(env)),
+        _file("/etc/obs-farm/BSConfig.pm", render_bsconfig(settings)),
+        _script("/usr/local/sbin/obs-farm-prepare-data-disk", "prepare-data-disk.sh"),
+        _script("/usr/local/sbin/obs-farm-appliance-setup", "appliance-setup.sh"),
+    ]
+    return _dump(doc)
+
+
+def server_user_data(settings: FarmSettings) -> str:
+    """The server's cloud-init for its `server.flavor`."""
+    if settings.server.flavor == "appliance":
+        return render_appliance_user_data(settings)
+    return render_server_user_data(settings)

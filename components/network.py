@@ -3,8 +3,9 @@
 Creates: the resource group, one virtual network, a server subnet and a
 worker subnet each with its own network security group, and a NAT gateway
 (with its public IP) that gives the worker subnet outbound access for
-packages. The NSGs deny every inbound connection that is not listed: SSH and
-HTTPS only from the admin ranges, the OBS backend ports only from the worker
+packages. The NSGs deny every inbound connection that is not listed: SSH,
+HTTPS and (appliance) the published repositories on port 82 only from the
+admin ranges, the OBS backend ports only from the worker
 subnet, the worker ports only from the server. Azure's default rule would
 otherwise let every address in the virtual network (and anything peered or
 linked to it later) reach the unauthenticated backend.
@@ -36,6 +37,9 @@ class FarmNetworkArgs:
     worker_sources: tuple[str, ...]
     # GatewaySubnet for a VPN gateway; None when the farm has no VPN.
     gateway_subnet: str | None = None
+    # The appliance publishes built repositories over HTTP on this port
+    # (Apache); admins reach it like the web UI. None: nothing listens.
+    repository_port: int | None = None
 
 
 def _rule(
@@ -73,6 +77,16 @@ def server_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
         admins = list(args.admin_cidrs)
         rules.append(_rule("ssh-from-admins", 100, admins, args.server_subnet, ["22"]))
         rules.append(_rule("https-from-admins", 110, admins, args.server_subnet, ["443"]))
+        if args.repository_port:
+            rules.append(
+                _rule(
+                    "obs-repositories-from-admins",
+                    120,
+                    admins,
+                    args.server_subnet,
+                    [str(args.repository_port)],
+                )
+            )
     # The source service (5152) stays local to the server.
     worker_facing = [str(p) for p in BACKEND_PORTS if p != 5152]
     rules.append(

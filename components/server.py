@@ -3,8 +3,8 @@
 Creates: a static Standard public IP (web UI/API and SSH, both limited to the
 admin ranges by the subnet's NSG), a NIC with the static private address the
 workers and BSConfig use, a Premium SSD managed data disk for /srv/obs, and
-the VM (Premium SSD OS disk, Debian 12, SSH keys only) with the data disk
-attached at LUN 0.
+the VM (Premium SSD OS disk, openSUSE Leap 15.6 for the `appliance` flavor or
+Debian 12 for `backend`, SSH keys only) with the data disk attached at LUN 0.
 
 The data disk is its own resource, protected and retained on delete, and the
 VM detaches rather than deletes it: replacing or destroying the VM never
@@ -14,7 +14,8 @@ created, since a managed disk attaches to one VM at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -23,6 +24,32 @@ from pulumi_azure_native import compute, network
 from components.common import DEBIAN_12_GEN2, b64, premium_os_disk, ssh_config
 
 DATA_DISK_LUN = 0
+
+# openSUSE Leap 15.6 from the Azure marketplace (publisher:offer:sku:version),
+# the base of upstream's supported OBS 2.10 install.
+OPENSUSE_LEAP_15_6_GEN2 = {
+    "publisher": "SUSE",
+    "offer": "opensuse-leap-15-6",
+    "sku": "gen2",
+    "version": "latest",
+}
+SERVER_IMAGES = {"appliance": OPENSUSE_LEAP_15_6_GEN2, "backend": DEBIAN_12_GEN2}
+
+
+# Apache on the appliance publishes the built repositories here.
+APPLIANCE_REPOSITORY_PORT = 82
+
+
+def tls_parameters(certificate: str, private_key: str) -> dict[str, str]:
+    """The run command's secret environment for a stack-supplied certificate."""
+    if not (certificate and private_key):
+        return {}
+    return {"OBS_FARM_TLS_CERT": certificate, "OBS_FARM_TLS_KEY": private_key}
+
+
+def server_image(flavor: str) -> dict[str, str]:
+    """The marketplace image of a `server.flavor`."""
+    return SERVER_IMAGES[flavor]
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,7 @@ class ObsServerArgs:
     ssh_public_key: str
     user_data: str
     tags: dict[str, str]
+    image_reference: dict[str, str] = field(default_factory=lambda: DEBIAN_12_GEN2)
 
 
 class ObsServer(pulumi.ComponentResource):
@@ -106,7 +134,7 @@ class ObsServer(pulumi.ComponentResource):
                 "linux_configuration": ssh_config(args.admin_username, args.ssh_public_key),
             },
             storage_profile={
-                "image_reference": DEBIAN_12_GEN2,
+                "image_reference": args.image_reference,
                 "os_disk": premium_os_disk(args.os_disk_size_gb),
                 "data_disks": [
                     {
@@ -146,6 +174,10 @@ class BackendWorkersArgs:
     vm_name: pulumi.Input[str]
     script: str
     tags: dict[str, str]
+    # Environment of the script that must stay secret (the appliance's TLS
+    # certificate and key): Azure's protectedParameters, never returned by
+    # its API; Pulumi keeps them secret in the state.
+    protected_parameters: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class BackendWorkers(pulumi.ComponentResource):
@@ -153,8 +185,9 @@ class BackendWorkers(pulumi.ComponentResource):
 
     Creates: one managed run command on the server VM running
     obs-farm-apply-farm (worker address ranges for $ipaccess, one scheduler
-    per architecture). Changing the workers re-runs it in place; the VM's
-    custom data (which Azure refuses to change in place) never sees them.
+    per architecture; on the appliance, a supplied TLS certificate).
+    Changing the workers re-runs it in place; the VM's custom data (which
+    Azure refuses to change in place) never sees them.
     """
 
     run_command_id: pulumi.Output[str]
@@ -164,6 +197,12 @@ class BackendWorkers(pulumi.ComponentResource):
     ):
         super().__init__("obs-farm:azure:BackendWorkers", name, None, opts)
         source: dict[str, Any] = {"script": args.script}
+        protected: dict[str, Any] = {}
+        if args.protected_parameters:
+            protected["protected_parameters"] = [
+                {"name": k, "value": pulumi.Output.secret(v)}
+                for k, v in sorted(args.protected_parameters.items())
+            ]
         command = compute.VirtualMachineRunCommandByVirtualMachine(
             f"{name}-apply",
             resource_group_name=args.resource_group_name,
@@ -174,6 +213,7 @@ class BackendWorkers(pulumi.ComponentResource):
             timeout_in_seconds=3600,
             treat_failure_as_deployment_failure=True,
             tags=args.tags,
+            **protected,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.run_command_id = command.id

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -44,7 +44,24 @@ def _config_keys() -> dict[str, str]:
 
 
 # Pulumi hands structured values over JSON-encoded; these stay plain strings.
-_PLAIN_STRING_FIELDS = {"mode", "ssh_public_key", "admin_username"}
+_PLAIN_STRING_FIELDS = {
+    "mode",
+    "ssh_public_key",
+    "admin_username",
+    "tls_certificate",
+    "tls_private_key",
+}
+# Settings that must reach the program as Pulumi secrets.
+SECRET_SETTINGS = ("tlsPrivateKey",)
+# Settings that existed once, with what replaced them.
+REMOVED_SETTINGS: dict[tuple[str, ...], str] = {
+    ("server", "frontendImage"): (
+        "was removed: no production image of the OBS frontend exists. "
+        "server.flavor: appliance (the default) deploys upstream's API and web UI "
+        "from the OBS:Server:2.10 packages; server.flavor: backend deploys the backend "
+        "alone, for a frontend you run elsewhere"
+    ),
+}
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -127,6 +144,9 @@ def _describe(err: Any) -> str:
     kind = err["type"]
     got = err.get("input")
     if kind == "extra_forbidden":
+        removed = REMOVED_SETTINGS.get(tuple(str(p) for p in loc))
+        if removed:
+            return f"{key} {removed}"
         known = _known_subkeys(loc)
         return f"{key} is not a setting{_suggest(str(loc[-1]), known)}"
     if kind == "missing":
@@ -157,9 +177,27 @@ def _describe(err: Any) -> str:
     return f"{key}: {err['msg']}; got {got!r}"
 
 
-def load_settings(raw: Mapping[str, Any]) -> FarmSettings:
-    """Validate raw stack config; raise ConfigError listing every problem."""
+def _not_secret(raw: Mapping[str, Any], secret_keys: Collection[str]) -> list[str]:
+    problems = []
+    for key in SECRET_SETTINGS:
+        full = f"{NAMESPACE}:{key}"
+        if raw.get(full) and full not in secret_keys:
+            problems.append(
+                f"{full} must be a Pulumi secret, never plain text in the stack file: "
+                f"`pulumi config set --secret {full} < server.key`"
+            )
+    return problems
+
+
+def load_settings(
+    raw: Mapping[str, Any], secret_keys: Collection[str] | None = None
+) -> FarmSettings:
+    """Validate raw stack config; raise ConfigError listing every problem.
+
+    `secret_keys`: the full keys Pulumi holds as secrets (default: none).
+    """
     data, problems = _collect(raw)
+    problems.extend(_not_secret(raw, secret_keys or ()))
     settings: FarmSettings | None = None
     try:
         settings = FarmSettings.model_validate_json(json.dumps(data))
@@ -183,4 +221,9 @@ def raw_pulumi_config() -> dict[str, Any]:
 
 
 def load_settings_from_pulumi() -> FarmSettings:
-    return load_settings(raw_pulumi_config())
+    from pulumi.runtime import config as runtime_config
+
+    raw = raw_pulumi_config()
+    env_secrets = set(runtime_config.get_config_secret_keys_env())
+    secret = [k for k in raw if runtime_config.is_config_secret(k) or k in env_secrets]
+    return load_settings(raw, secret)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -17,6 +18,9 @@ from pydantic.alias_generators import to_camel
 
 Mode = Literal["intel-only", "hybrid", "native"]
 Arch = Literal["x86_64", "armv7hl", "aarch64"]
+# appliance: upstream's complete OBS (API, web UI, backend) on openSUSE Leap;
+# backend: Debian's backend only, for a frontend that runs elsewhere.
+ServerFlavor = Literal["appliance", "backend"]
 ALL_ARCHS: tuple[Arch, ...] = ("x86_64", "armv7hl", "aarch64")
 
 _SSH_KEY_TYPES = (
@@ -49,9 +53,7 @@ class ServerSettings(_Model):
     # Azure managed disks: 4 GiB .. 32 TiB; OBS keeps sources, build results
     # and published repositories here, so small disks are a mistake.
     data_disk_size_gb: Annotated[int, Field(ge=32, le=32767)] = 1024
-    # OBS API/web UI container image; Debian does not package the frontend.
-    # Empty: only the backend is deployed.
-    frontend_image: str = ""
+    flavor: ServerFlavor = "appliance"
     # Daily Azure Disk Backup snapshots of the data disk kept this many days;
     # 0 turns backups off.
     backup_retention_days: Annotated[int, Field(ge=0, le=360)] = 7
@@ -155,6 +157,24 @@ def _check_ssh_public_key(value: str) -> str:
 AdminCidr = Annotated[str, AfterValidator(_check_admin_cidr)]
 
 
+def _check_pem(kind: str, value: str) -> str:
+    """A PEM block of `kind` (CERTIFICATE, PRIVATE KEY); empty means unset."""
+    if not value:
+        return value
+    if kind == "PRIVATE KEY":
+        # PKCS#8, RSA and EC keys; never an OpenSSH key, which Apache cannot read.
+        found = re.search(r"-----BEGIN ((?:RSA |EC )?PRIVATE KEY)-----", value)
+    else:
+        found = re.search(rf"-----BEGIN ({kind})-----", value)
+    if found is None or f"-----END {found.group(1)}-----" not in value:
+        raise ValueError(f"must be a PEM {kind.lower()} (-----BEGIN {kind}-----...)")
+    return value.strip() + "\n"
+
+
+TlsCertificate = Annotated[str, AfterValidator(lambda v: _check_pem("CERTIFICATE", v))]
+TlsPrivateKey = Annotated[str, AfterValidator(lambda v: _check_pem("PRIVATE KEY", v))]
+
+
 class FarmSettings(_Model):
     mode: Mode = "intel-only"
     architectures: tuple[Arch, ...] = ALL_ARCHS
@@ -165,6 +185,11 @@ class FarmSettings(_Model):
     azure_workers: AzureWorkerSettings = AzureWorkerSettings()
     network: NetworkSettings = NetworkSettings()
     graviton: GravitonSettings | None = None
+    # The appliance's HTTPS certificate (PEM, chain after the certificate)
+    # and its key, a Pulumi secret; both empty: a self-signed certificate
+    # made on the server.
+    tls_certificate: TlsCertificate = ""
+    tls_private_key: TlsPrivateKey = ""
     # azure-native:location and aws:region (outside our namespace, validated
     # with the rest).
     location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")] = "westeurope"

@@ -229,8 +229,26 @@ def _aws_network(settings: FarmSettings) -> Iterator[str]:
             )
 
 
+def _server_tls(settings: FarmSettings) -> Iterator[str]:
+    cert, key = bool(settings.tls_certificate), bool(settings.tls_private_key)
+    if cert != key:
+        given, missing = (
+            ("tlsCertificate", "tlsPrivateKey") if cert else ("tlsPrivateKey", "tlsCertificate")
+        )
+        yield (
+            f"{NS}:{given} is set but {NS}:{missing} is not: "
+            f"give both, or neither for a self-signed certificate"
+        )
+    if (cert or key) and settings.server.flavor != "appliance":
+        yield (
+            f"{NS}:tlsCertificate/tlsPrivateKey are for the appliance's HTTPS; "
+            f"{NS}:server.flavor is {settings.server.flavor}, which serves no HTTPS"
+        )
+
+
 def cross_field_errors(settings: FarmSettings) -> list[str]:
     problems: list[str] = list(_graviton(settings))
+    problems.extend(_server_tls(settings))
     if settings.mode != "intel-only":
         problems.extend(_aws_network(settings))
     _size("server.vmSize", settings.server.vm_size, problems)

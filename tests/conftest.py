@@ -42,3 +42,11 @@ def raw_config(**overrides: Any) -> dict[str, str]:
 @pytest.fixture
 def public_key() -> str:
     return PUBLIC_KEY
+
+
+@pytest.fixture(scope="session")
+def tls_pair() -> tuple[str, str]:
+    """A real certificate and its key (openssl), as a stack would supply them."""
+    from tests.helpers.tls import make_pair
+
+    return make_pair()

@@ -152,6 +152,7 @@ def run_program(
     raw_config: dict[str, str],
     program: Path = PROGRAM,
     mocks: RecordingMocks | None = None,
+    secret_keys: list[str] | None = None,
 ) -> ProgramRun:
     """Run the program under mocks (never preview: unknowns would hide values).
 
@@ -165,7 +166,7 @@ def run_program(
     quiet.addHandler(logging.NullHandler())
     quiet.propagate = False
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=quiet)
-    pulumi.runtime.set_all_config(raw_config)
+    pulumi.runtime.set_all_config(raw_config, secret_keys or [])
     run = ProgramRun(resources=mocks.resources)
 
     @pulumi.runtime.test

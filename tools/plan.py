@@ -102,6 +102,34 @@ def topology_table(pools: list[WorkerPool]) -> list[str]:
     return lines
 
 
+FLAVORS = {
+    "appliance": "appliance: upstream's OBS 2.10 (API, web UI, backend) from OBS:Server:2.10 "
+    "and the OBS_Server pattern, set up by setup-appliance.sh",
+    "backend": "backend: Debian's obs-server 2.9.4, no API/web UI (serve a frontend elsewhere)",
+}
+
+
+def server_lines(settings: FarmSettings, run: ProgramRun) -> list[str]:
+    """The server's flavor, the image the program registered, what is reachable."""
+    vm = run.one("azure-native:compute:VirtualMachine")
+    image = _dig(vm.inputs, ("storageProfile", "imageReference")) or {}
+    urn = ":".join(str(image.get(k, "?")) for k in ("publisher", "offer", "sku", "version"))
+    lines = [f"flavor {FLAVORS[settings.server.flavor]}", f"image {urn}"]
+    if settings.server.flavor == "appliance":
+        tls = (
+            "the stack's certificate (obs-farm:tlsCertificate, key a secret, by run command)"
+            if settings.tls_certificate
+            else "self-signed, made on the server (/srv/obs/certs/server.crt)"
+        )
+        lines += [
+            "web UI and API on https (443), published repositories on http (82), "
+            "MariaDB data in /srv/obs/MySQL",
+            f"HTTPS certificate: {tls}",
+            "Admin password: generated on the server, /srv/obs/obs-farm/admin-password (root only)",
+        ]
+    return lines
+
+
 def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[str, Path]) -> str:
     out = [
         f"obs-farm offline plan for stack '{stack}' (Pulumi.{stack}.yaml)",
@@ -114,17 +142,13 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
         out += ["Warnings:", *(f"  ! {w}" for w in settings.warnings), ""]
     out += ["Worker topology:", *(f"  {line}" for line in topology_table(worker_pools(settings)))]
     s = settings.server
-    frontend = (
-        f"image {s.frontend_image}"
-        if s.frontend_image
-        else "not deployed (no server.frontendImage)"
-    )
     out += [
         "",
         f"Server: {s.vm_size}, private {run.outputs.get('serverPrivateIp')}, "
-        f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete), "
-        f"frontend {frontend}",
-        f"SSH/HTTPS from: {', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
+        f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete)",
+        *(f"  {line}" for line in server_lines(settings, run)),
+        f"SSH/HTTPS{'/82' if s.flavor == 'appliance' else ''} from: "
+        f"{', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
     ]
     if run.of_type("aws:ec2/vpnConnection:VpnConnection"):
         n = settings.network

@@ -39,13 +39,21 @@ def test_every_example_stack_passes_every_policy(stack):
     [
         {"adminCidrs": []},
         {"architectures": ["x86_64"], "azureWorkers": {"spot": True}},
-        {"server": {"frontendImage": "registry.example.org/obs/frontend:2.10"}},
+        {"server": {"flavor": "backend"}},
     ],
-    ids=["no-admins", "x86-only-spot", "frontend"],
+    ids=["no-admins", "x86-only-spot", "backend-flavor"],
 )
 def test_variants_pass_every_policy(overrides):
     raw = raw_config(**overrides)
     assert violations(resources(run_program("variant", raw)), admin_config(raw)) == []
+
+
+def test_appliance_with_a_supplied_certificate_passes_every_policy(tls_pair):
+    # The key travels as a run command's protected parameter, never in a script.
+    cert, key = tls_pair
+    raw = raw_config(tlsCertificate=cert, tlsPrivateKey=key)
+    run = run_program("variant", raw, secret_keys=["obs-farm:tlsPrivateKey"])
+    assert violations(resources(run), admin_config(raw)) == []
 
 
 def test_every_rule_is_in_the_pack():

@@ -49,12 +49,42 @@ def test_scripts_pass_shellcheck_and_start_strict(script: Path):
     assert shellcheck(script) == ""
 
 
-@pytest.mark.parametrize("frontend", ["", "registry.example.org/obs/frontend:2.10"])
-def test_server_user_data_is_valid_cloud_config(frontend):
-    text = cloudinit.render_server_user_data(settings(server={"frontendImage": frontend}))
+@pytest.mark.parametrize("flavor", ["appliance", "backend"])
+def test_server_user_data_is_valid_cloud_config(flavor):
+    text = cloudinit.server_user_data(settings(server={"flavor": flavor}))
     assert check_cloud_config(text) == []
-    paths = files_of(yaml.safe_load(text))
-    assert ("/etc/obs-farm/frontend-compose.yaml" in paths) == bool(frontend)
+    doc = yaml.safe_load(text)
+    paths = files_of(doc)
+    setup = {"appliance": "obs-farm-appliance-setup", "backend": "obs-farm-server-setup"}[flavor]
+    assert doc["runcmd"] == [[f"/usr/local/sbin/{setup}"]]
+    assert paths[f"/usr/local/sbin/{setup}"]["permissions"] == "0755"
+    assert (
+        paths["/usr/local/sbin/obs-farm-prepare-data-disk"]["content"]
+        == (cloudinit.TEMPLATE_DIR / "prepare-data-disk.sh").read_text()
+    )
+    env = env_of(paths["/etc/obs-farm/server.env"]["content"])
+    # apply-farm tells the flavors apart by this; a backend without it is the default.
+    assert env.get("FLAVOR", "backend") == flavor
+    # Only the frontend needed Docker, and there is none on the backend now.
+    assert "docker.io" not in doc.get("packages", [])
+
+
+def test_backend_flavor_keeps_the_debian_renderer():
+    s = settings(server={"flavor": "backend"})
+    assert cloudinit.server_user_data(s) == cloudinit.render_server_user_data(s)
+    # The Debian renderer does not depend on the flavor: other tests render it as is.
+    assert cloudinit.render_server_user_data(settings()) == cloudinit.render_server_user_data(s)
+
+
+def test_appliance_installs_upstreams_2_10_for_leap_15_6():
+    doc = yaml.safe_load(cloudinit.server_user_data(settings()))
+    env = env_of(files_of(doc)["/etc/obs-farm/server.env"]["content"])
+    assert env["OBS_REPO_URL"] == (
+        "https://download.opensuse.org/repositories/OBS:/Server:/2.10/15.6/"
+    )
+    assert env["DATA_DISK_DEVICE"] == "/dev/disk/azure/scsi1/lun0"
+    bsconfig = files_of(doc)["/etc/obs-farm/BSConfig.pm"]["content"]
+    assert bsconfig == cloudinit.render_bsconfig(settings())
 
 
 @pytest.mark.parametrize("archs", [["x86_64"], ["x86_64", "armv7hl", "aarch64"], ["aarch64"]])
@@ -140,10 +170,18 @@ def test_server_user_data_ignores_worker_settings():
         assert cloudinit.render_server_user_data(other) == base
 
 
-def test_no_secret_material_in_user_data():
-    s = settings(server={"frontendImage": "registry.example.org/obs/frontend:2.10"})
-    texts = [cloudinit.render_server_user_data(s), worker_doc()[0], cloudinit.render_apply_farm(s)]
+def test_no_secret_material_in_user_data(tls_pair):
+    cert, key = tls_pair
+    raw = raw_config(tlsCertificate=cert, tlsPrivateKey=key)
+    s = load_settings(raw, secret_keys=["obs-farm:tlsPrivateKey"])
+    texts = [
+        cloudinit.server_user_data(s),
+        cloudinit.render_server_user_data(s),
+        worker_doc()[0],
+        cloudinit.render_apply_farm(s),
+    ]
     for text in texts:
+        assert "PRIVATE KEY" not in text and "CERTIFICATE" not in text
         # The same check the no-secrets-in-user-data policy applies.
         res = Resource("aws:ec2/launchTemplate:LaunchTemplate", "doc", {"userData": text})
         assert no_secrets_in_user_data(res, {}) == []
