@@ -89,8 +89,8 @@ appliance_tls() {
   tmp=$(mktemp -d "$certs/.obs-farm.XXXXXX")
   (
     umask 077
-    printf '%s\n' "$OBS_FARM_TLS_CERT" >"$tmp/server.crt"
-    printf '%s\n' "$OBS_FARM_TLS_KEY" >"$tmp/server.key"
+    printf '%s\n' "${OBS_FARM_TLS_CERT%$'\n'}" >"$tmp/server.crt"
+    printf '%s\n' "${OBS_FARM_TLS_KEY%$'\n'}" >"$tmp/server.key"
   )
   if [ "$(openssl x509 -noout -pubkey -in "$tmp/server.crt" 2>/dev/null)" != \
     "$(openssl pkey -pubout -in "$tmp/server.key" 2>/dev/null)" ]; then

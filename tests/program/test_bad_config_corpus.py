@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.helpers.tls import make_pair
 from tools import plan
 from tools.offline import RecordingMocks, read_stack_config, run_program
 
@@ -20,6 +21,7 @@ GRAVITON = {"instanceTypes": ["c7g.8xlarge"], "instancesPerArch": 2, "jobsPerIns
 AWS = {"obs-farm:mode": "hybrid", "aws:region": "eu-central-1", "obs-farm:graviton": GRAVITON}
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
 WORKERS = BASE["obs-farm:azureWorkers"]
+CERT, KEY = make_pair()
 
 # (id, config changes (None removes a key), text the message must contain)
 CASES = [
@@ -204,6 +206,37 @@ CASES = [
         "graviton-overcommit",
         {**AWS, "obs-farm:graviton": {**GRAVITON, "instanceTypes": ["c7g.large"]}},
         "overcommits obs-farm:graviton.instanceTypes c7g.large",
+    ),
+    (
+        "frontend-image-removed",
+        {"obs-farm:server": {"frontendImage": "registry.example.org/obs/frontend:2.10"}},
+        "obs-farm:server.frontendImage was removed: no production image of the OBS frontend",
+    ),
+    (
+        "flavor-typo",
+        {"obs-farm:server": {"flavor": "appliances"}},
+        "obs-farm:server.flavor must be one of appliance, backend; got 'appliances'",
+    ),
+    ("flavor-bool", {"obs-farm:server": {"flavor": True}}, "obs-farm:server.flavor must be one of"),
+    (
+        "tls-key-in-plain-text",
+        {"obs-farm:tlsCertificate": CERT, "obs-farm:tlsPrivateKey": KEY},
+        "obs-farm:tlsPrivateKey must be a Pulumi secret",
+    ),
+    (
+        "tls-cert-not-pem",
+        {"obs-farm:tlsCertificate": "my-certificate.crt"},
+        "obs-farm:tlsCertificate must be a PEM certificate",
+    ),
+    (
+        "tls-cert-without-key",
+        {"obs-farm:tlsCertificate": CERT},
+        "obs-farm:tlsCertificate is set but obs-farm:tlsPrivateKey is not",
+    ),
+    (
+        "tls-cert-on-backend",
+        {"obs-farm:tlsCertificate": CERT, "obs-farm:server": {"flavor": "backend"}},
+        "obs-farm:server.flavor is backend, which serves no HTTPS",
     ),
     (
         "vpn-sku",
