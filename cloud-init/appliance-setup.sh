@@ -23,7 +23,10 @@ state=$srv/obs-farm
 mysql_dir=$srv/MySQL
 say() { echo "obs-farm-appliance-setup: $*"; }
 
-# 1. The data disk first: the packages then create /srv/obs on it.
+# 1. The data disk first: the packages then create /srv/obs on it. Leap's
+# default file system is btrfs; the data disk is ext4 like on Debian, and a
+# minimal image may lack its tools (zypper returns 0 when they are there).
+zypper --non-interactive install --no-recommends e2fsprogs
 obs-farm-prepare-data-disk "$DATA_DISK_DEVICE" "$srv"
 fresh_disk=1
 [ -d "$mysql_dir" ] && fresh_disk=0
@@ -43,6 +46,11 @@ if [ -e "$obs_lib/BSConfig.pm" ] && [ ! -e "$obs_lib/BSConfig.pm.package" ]; the
   cp -p "$obs_lib/BSConfig.pm" "$obs_lib/BSConfig.pm.package"
 fi
 install -m 0644 "$conf_dir/BSConfig.pm" "$obs_lib/BSConfig.pm"
+# The worker ranges BSConfig reads come from obs-farm-apply-farm, which kept
+# a copy on the data disk: a replaced VM accepts its workers from the start.
+if [ -s "$state/farm.pm" ] && [ ! -e "$conf_dir/farm.pm" ]; then
+  install -m 0644 "$state/farm.pm" "$conf_dir/farm.pm"
+fi
 
 # 4. MariaDB on the data disk. setup-appliance moves the datadir only when it
 # initialises the database; a replaced VM must point at the existing one

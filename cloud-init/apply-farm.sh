@@ -111,6 +111,9 @@ appliance_tls() {
 if [ "$flavor" = appliance ]; then
   appliance_tls
   appliance_schedulers
+  # A replaced VM restores the worker ranges from the data disk at first
+  # boot (obs-farm-appliance-setup), before this command runs again.
+  install -m 0644 "$conf_dir/farm.pm" "$srv/obs-farm/farm.pm"
 else
   for arch in $all_archs; do
     case " $schedulers " in

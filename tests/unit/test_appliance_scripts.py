@@ -135,7 +135,11 @@ def test_first_boot_installs_upstreams_obs_on_the_data_disk(host):
     res = host.run()
     assert res.returncode == 0, res.stderr
     calls = host.calls()
-    assert calls[0] == f"prepare-data-disk /dev/disk/azure/scsi1/lun0 {host.srv}"
+    # mkfs.ext4 for a blank disk, then the disk, before anything else.
+    assert calls[:2] == [
+        "zypper --non-interactive install --no-recommends e2fsprogs",
+        f"prepare-data-disk /dev/disk/azure/scsi1/lun0 {host.srv}",
+    ]
     url = "https://download.opensuse.org/repositories/OBS:/Server:/2.10/15.6/"
     assert f"zypper --non-interactive addrepo --refresh {url} OBS_Server_2.10" in calls
     install = index(calls, "zypper --non-interactive install --type pattern OBS_Server")
@@ -176,6 +180,7 @@ def test_admin_password_is_made_on_the_vm_kept_on_the_disk_and_shown_nowhere(hos
 def test_a_replaced_vm_keeps_the_database_and_the_password(host):
     assert host.run().returncode == 0
     password = (host.srv / "obs-farm/admin-password").read_text()
+    (host.srv / "obs-farm/farm.pm").write_text("+{ '10\\.40\\.16\\.\\d+' => 'worker' };\n")
     # A new VM: fresh OS disk (my.cnf, BSConfig, repos), the same data disk.
     new = Host(host.root / "vm2")
     new.srv.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +195,13 @@ def test_a_replaced_vm_keeps_the_database_and_the_password(host):
     # handed to this VM's mysql user.
     assert f"datadir={new.srv}/MySQL" in calls[index(calls, "setup-appliance")]
     assert f"chown -R mysql:mysql {new.srv}/MySQL" in calls
+    # The worker ranges apply-farm left on the disk are back before the backend starts.
+    assert (new.etc / "farm.pm").read_text() == "+{ '10\\.40\\.16\\.\\d+' => 'worker' };\n"
+
+
+def test_a_first_boot_without_worker_ranges_on_the_disk_writes_none(host):
+    assert host.run().returncode == 0
+    assert not (host.etc / "farm.pm").exists()
 
 
 def test_an_existing_repository_is_not_added_again(host):
@@ -308,6 +320,8 @@ def test_appliance_schedulers_go_through_the_api(tmp_path):
     )
     assert 'OBS_SCHEDULER_ARCHITECTURES="x86_64 armv7l aarch64"' in box.sysconfig.read_text()
     assert "worker ranges: 1 (appliance)" in res.stdout
+    # A copy on the data disk, for a replaced VM's first boot.
+    assert (box.srv / "obs-farm/farm.pm").read_text() == (box.etc / "farm.pm").read_text()
 
 
 def test_appliance_fails_when_the_backend_never_gets_the_schedulers(tmp_path):
