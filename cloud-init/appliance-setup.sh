@@ -34,9 +34,9 @@ fresh_disk=1
 # 2. Upstream's supported route: the OBS:Server:2.10 repository for this Leap
 # release and the OBS_Server pattern. The repository's signing key is
 # accepted on first refresh, as `zypper ref` would ask a human to.
-if ! zypper --non-interactive repos "$OBS_REPO_ALIAS" >/dev/null 2>&1; then
-  zypper --non-interactive addrepo --refresh "$OBS_REPO_URL" "$OBS_REPO_ALIAS"
-fi
+# Removed first, so a re-run adds exactly this URL again.
+zypper --non-interactive removerepo "$OBS_REPO_ALIAS" >/dev/null 2>&1 || true
+zypper --non-interactive addrepo --refresh "$OBS_REPO_URL" "$OBS_REPO_ALIAS"
 zypper --non-interactive --gpg-auto-import-keys refresh
 zypper --non-interactive install --type pattern OBS_Server
 
@@ -67,7 +67,13 @@ datadir_set || {
 # The database serves the API on this host only.
 mkdir -p "$my_cnf_d"
 printf '# Rendered by obs-farm.\n[mysqld]\nbind-address = 127.0.0.1\n' >"$my_cnf_d/obs-farm.cnf"
-if [ "$fresh_disk" = 0 ]; then
+if [ "$fresh_disk" = 1 ]; then
+  # Leap's mysql.service initialises an empty datadir when it starts, which
+  # setup-appliance does before it creates the API database.
+  mkdir -p "$mysql_dir"
+  chown mysql:mysql "$mysql_dir"
+  chmod 0700 "$mysql_dir"
+else
   # Another VM wrote this disk; MariaDB refuses a datadir it does not own.
   [ "$(stat -c %U "$mysql_dir")" = mysql ] || chown -R mysql:mysql "$mysql_dir"
 fi
@@ -90,7 +96,8 @@ install -d -m 0700 "$state"
 if [ ! -s "$state/admin-password" ]; then
   (
     umask 077
-    head -c 32 /dev/urandom | base64 | tr -d '/+=\n' | head -c 32 >"$state/admin-password.new"
+    # 48 bytes: 64 base64 characters, of which 32 letters or digits are kept.
+    head -c 48 /dev/urandom | base64 -w0 | tr -d '/+=' | head -c 32 >"$state/admin-password.new"
   )
   # Read from the file, never from argv or the environment.
   (cd "$api_dir" && RAILS_ENV=production bin/rails runner \

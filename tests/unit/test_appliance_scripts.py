@@ -78,7 +78,7 @@ class Host:
         stub(
             self.bin / "zypper",
             f'echo "zypper $*" >> {log}\n'
-            'if [ "$2" = repos ]; then exit "${ZYPPER_HAS_REPO:-6}"; fi\n',
+            'if [ "$2" = removerepo ]; then exit "${ZYPPER_HAS_REPO:-6}"; fi\n',
         )
         stub(self.bin / "systemctl", f'echo "systemctl $*" >> {log}\n')
         stub(self.bin / "chown", f'echo "chown $*" >> {log}\n')
@@ -155,6 +155,10 @@ def test_first_boot_installs_upstreams_obs_on_the_data_disk(host):
     assert (host.obs_lib / "BSConfig.pm").read_text() == (host.etc / "BSConfig.pm").read_text()
     assert (host.obs_lib / "BSConfig.pm.package").read_text() == "# the package's BSConfig\n"
     assert "bind-address = 127.0.0.1" in (host.root / "etc/my.cnf.d/obs-farm.cnf").read_text()
+    # An empty datadir for mysql.service to initialise, owned by mysql, root-only.
+    assert f"chown mysql:mysql {host.srv}/MySQL" in calls
+    assert index(calls, f"chown mysql:mysql {host.srv}/MySQL") < setup
+    assert stat.S_IMODE((host.srv / "MySQL").stat().st_mode) == 0o700
 
 
 def test_admin_password_is_made_on_the_vm_kept_on_the_disk_and_shown_nowhere(host):
@@ -204,10 +208,17 @@ def test_a_first_boot_without_worker_ranges_on_the_disk_writes_none(host):
     assert not (host.etc / "farm.pm").exists()
 
 
-def test_an_existing_repository_is_not_added_again(host):
-    res = host.run(ZYPPER_HAS_REPO="0")
+@pytest.mark.parametrize("had_repo", ["0", "6"], ids=["repo-present", "repo-absent"])
+def test_the_repository_is_added_once_with_this_url(host, had_repo):
+    res = host.run(ZYPPER_HAS_REPO=had_repo)
     assert res.returncode == 0, res.stderr
-    assert not any("addrepo" in c for c in host.calls())
+    assert [c for c in host.calls() if "addrepo" in c] == [
+        "zypper --non-interactive addrepo --refresh "
+        "https://download.opensuse.org/repositories/OBS:/Server:/2.10/15.6/ OBS_Server_2.10"
+    ]
+    assert index(host.calls(), "zypper --non-interactive removerepo OBS_Server_2.10") < index(
+        host.calls(), "zypper --non-interactive addrepo"
+    )
 
 
 def test_no_datadir_to_move_stops_before_setup_appliance(host):
