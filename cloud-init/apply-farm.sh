@@ -62,9 +62,17 @@ appliance_schedulers() {
   # curl reads the credentials from stdin, so they are in no argv. The
   # connection stays on this host (127.0.0.1), whose certificate may name
   # only the public host name: no verification on loopback.
-  printf 'user = "Admin:%s"\n' "$(cat "$srv/obs-farm/admin-password")" |
+  local pwfile=$srv/obs-farm/admin-password
+  [ -s "$pwfile" ] || {
+    echo "obs-farm-apply-farm: no $pwfile: the appliance's first-boot setup did not finish (cloud-init status --long)" >&2
+    exit 1
+  }
+  printf 'user = "Admin:%s"\n' "$(cat "$pwfile")" |
     curl --silent --show-error --fail --insecure --config - -X PUT \
-      -H 'Content-Type: application/xml' --data-binary "$body" "$api_url/configuration" >/dev/null
+      -H 'Content-Type: application/xml' --data-binary "$body" "$api_url/configuration" >/dev/null || {
+    echo "obs-farm-apply-farm: the API refused or did not answer PUT $api_url/configuration (systemctl status apache2)" >&2
+    exit 1
+  }
   local have="" i
   for ((i = 0; i < wait_s; i += 5)); do
     have=$("$obs_lib/bs_admin" --show-scheduler-architectures 2>/dev/null || true)

@@ -343,6 +343,24 @@ def test_appliance_fails_when_the_backend_never_gets_the_schedulers(tmp_path):
     assert not any("restart obsscheduler" in c for c in box.calls())
 
 
+def test_appliance_without_its_password_file_says_first_boot_did_not_finish(tmp_path):
+    box = Appliance(tmp_path, ["x86_64"])
+    (box.srv / "obs-farm/admin-password").unlink()
+    res = box.run(settings_for(["x86_64"]))
+    assert res.returncode == 1
+    assert "first-boot setup did not finish" in res.stderr
+    assert not any(c.startswith("curl") for c in box.calls())
+
+
+def test_appliance_reports_an_api_that_refuses(tmp_path):
+    box = Appliance(tmp_path, ["x86_64"])
+    stub(box.bin / "curl", "cat >/dev/null; echo 'curl: (22) 401' >&2; exit 22\n")
+    res = box.run(settings_for(["x86_64"]))
+    assert res.returncode == 1
+    assert "the API refused or did not answer PUT https://127.0.0.1/configuration" in res.stderr
+    assert "s3cretAdminPassw0rd" not in res.stdout + res.stderr
+
+
 def test_appliance_installs_a_supplied_certificate_without_logging_it(tmp_path, tls_pair):
     box = Appliance(tmp_path, ["x86_64"])
     cert, key = tls_pair

@@ -170,6 +170,16 @@ def test_server_user_data_ignores_worker_settings():
         assert cloudinit.render_server_user_data(other) == base
 
 
+def test_appliance_user_data_ignores_worker_settings():
+    base = cloudinit.server_user_data(settings())
+    for other in (
+        settings(architectures=["x86_64"]),
+        settings(azureWorkers={"vmSize": "Standard_D32ds_v5", "maxVms": 9, "spot": True}),
+        settings(network={"azureWorkerSubnet": "10.40.32.0/20"}),
+    ):
+        assert cloudinit.server_user_data(other) == base
+
+
 def test_no_secret_material_in_user_data(tls_pair):
     cert, key = tls_pair
     raw = raw_config(tlsCertificate=cert, tlsPrivateKey=key)
