@@ -19,7 +19,14 @@ from typing import Any
 
 from components.topology import WorkerPool, worker_pools
 from config import ConfigError, FarmSettings, load_settings
-from tools.offline import ROOT, ProgramRun, StackFileError, read_stack_config, run_program
+from tools.offline import (
+    ROOT,
+    ProgramRun,
+    StackFileError,
+    read_stack_config,
+    run_program,
+    secret_keys_of,
+)
 
 # Where each kind of resource carries its cloud-init, as wire-name paths.
 USER_DATA_PATHS = {
@@ -181,8 +188,9 @@ def write_documents(docs: dict[str, str], out_dir: Path) -> dict[str, Path]:
 
 def plan(stack: str, out_dir: Path, stack_dir: Path = ROOT) -> str:
     raw = read_stack_config(stack, stack_dir)
-    settings = load_settings(raw)
-    run = run_program(stack, raw)
+    secrets = secret_keys_of(raw)
+    settings = load_settings(raw, secrets)
+    run = run_program(stack, raw, secret_keys=secrets)
     written = write_documents(user_data_documents(run), out_dir)
     return render(stack, settings, run, written)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import base64
 
 import pytest
+import yaml
 from azure.mgmt.compute import models as compute_models
 
 from components import cloudinit
 from config import load_settings
-from tests.conftest import raw_config
+from tests.conftest import PUBLIC_KEY, raw_config
 from tools import plan
 from tools.offline import ProgramRun, run_program, unwrap_secret
 
@@ -123,10 +124,6 @@ def test_flavor_changes_only_the_server(appliance_run, backend_run):
 
 
 def write_stack(tmp_path, server: dict) -> str:
-    import yaml
-
-    from tests.conftest import PUBLIC_KEY
-
     config = {
         "obs-farm:sshPublicKey": PUBLIC_KEY,
         "obs-farm:adminCidrs": ADMINS,
@@ -161,3 +158,33 @@ def test_plan_shows_the_flavor_and_image(tmp_path, capsys, server, shown, absent
         assert text in out
     server_block = out.split("Server:", 1)[1].split("Resources", 1)[0]
     assert absent not in server_block
+
+
+def test_plan_runs_with_an_encrypted_key_and_shows_the_supplied_certificate(
+    tmp_path, capsys, tls_pair
+):
+    cert, _ = tls_pair
+    name = write_stack(tmp_path, {})
+    stack = tmp_path / f"Pulumi.{name}.yaml"
+    doc = yaml.safe_load(stack.read_text())
+    doc["config"]["obs-farm:tlsCertificate"] = cert
+    # What `pulumi config set --secret` writes: ciphertext the plan cannot read.
+    doc["config"]["obs-farm:tlsPrivateKey"] = {"secure": "v1:AAAAAAAAAAAAAAAA:ciphertext"}
+    stack.write_text(yaml.safe_dump(doc))
+    code = plan.main([name, "--stack-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "HTTPS certificate: the stack's certificate" in out.out
+    script = (tmp_path / "out" / "obs-backend-apply.sh").read_text()
+    assert "PRIVATE KEY" not in script and "CERTIFICATE" not in script
+
+
+def test_plan_still_refuses_other_encrypted_settings(tmp_path, capsys):
+    name = write_stack(tmp_path, {})
+    stack = tmp_path / f"Pulumi.{name}.yaml"
+    doc = yaml.safe_load(stack.read_text())
+    doc["config"]["obs-farm:sshPublicKey"] = {"secure": "v1:AAAAAAAAAAAAAAAA:ciphertext"}
+    stack.write_text(yaml.safe_dump(doc))
+    code = plan.main([name, "--stack-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "obs-farm:sshPublicKey is an encrypted secret" in capsys.readouterr().err
