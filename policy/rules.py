@@ -319,7 +319,10 @@ UNTAGGABLE = {
     "aws:ec2/securityGroupRule:SecurityGroupRule",
     "random:index/randomPassword:RandomPassword",
     "azure-native:authorization:RoleAssignment",
+    "azure-native:authorization:RoleDefinition",
     "azure-native:dataprotection:BackupPolicy",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:autoscaling/lifecycleHook:LifecycleHook",
 }
 
 

@@ -67,6 +67,9 @@ class ProgramRun:
 _FAKE_OUTPUTS: dict[str, dict[str, Any]] = {
     "azure-native:network:PublicIPAddress": {"ipAddress": "203.0.113.10"},
     "azure-native:dataprotection:BackupVault": {"identity": {"principalId": "mock-principal"}},
+    "azure-native:compute:VirtualMachine": {
+        "identity": {"type": "SystemAssigned", "principalId": "mock-server-principal"}
+    },
     "aws:ec2/vpnConnection:VpnConnection": {
         "tunnel1Address": "198.51.100.201",
         "tunnel2Address": "198.51.100.202",
@@ -101,6 +104,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             length = int(args.inputs["length"])
             outputs["result"] = f"mock{args.name}".replace("-", "").ljust(length, "x")[:length]
         outputs.setdefault("name", args.name)
+        if args.typ.startswith("aws:") and not args.typ.startswith("aws:ec2/"):
+            # IAM and Auto Scaling ARNs the program reads (aws:<module>/...).
+            module = args.typ.split(":")[1].split("/")[0]
+            outputs.setdefault("arn", f"arn:aws:{module}::123456789012:{args.name}")
         return f"{args.name}-id", outputs
 
     def call(
