@@ -93,6 +93,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "retain_on_delete": bool(o.retain_on_delete),
             "delete_before_replace": bool(o.delete_before_replace),
             "ignore_changes": list(o.ignore_changes or []),
+            "depends_on": [
+                getattr(d, "pulumi_resource_name", "?")
+                for d in (o.depends_on if isinstance(o.depends_on, list) else [])
+            ],
         }
         return None
 
