@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
+import botocore.session
 import pytest
 import yaml
 from azure.mgmt.compute.models import VirtualMachineScaleSet, VirtualMachineScaleSetProperties
+from botocore.validate import validate_parameters
 
 from tests.conftest import ROOT, raw_config
 from tools.offline import ProgramRun, Registered, read_stack_config, run_program
@@ -309,3 +312,48 @@ def test_dev_and_hybrid_examples_pay_nothing_when_idle():
         assert config["obs-farm:azureWorkers"]["minVms"] == 0, stack
         if "obs-farm:graviton" in config:
             assert config["obs-farm:graviton"]["minInstances"] == 0, stack
+
+
+# --- against botocore's models -------------------------------------------------------
+
+
+def test_aws_inputs_fit_botocores_shapes(hybrid):
+    session = botocore.session.get_session()
+    autoscaling, ec2 = (session.get_service_model(s) for s in ("autoscaling", "ec2"))
+    hook = hybrid.one("aws:autoscaling/lifecycleHook:LifecycleHook").inputs
+    params = {
+        "LifecycleHookName": hook["name"],
+        "AutoScalingGroupName": hook["autoscalingGroupName"],
+        "LifecycleTransition": hook["lifecycleTransition"],
+        "HeartbeatTimeout": int(hook["heartbeatTimeout"]),
+        "DefaultResult": hook["defaultResult"],
+    }
+    shape = autoscaling.operation_model("PutLifecycleHook").input_shape
+    validate_parameters(params, shape)  # raises on a wrong type or length
+    name_shape = shape.members["LifecycleHookName"]
+    assert re.fullmatch(name_shape.metadata["pattern"], hook["name"])
+    # AWS's documented heartbeat range (30 s .. 2 h); botocore carries no bound.
+    assert 30 <= params["HeartbeatTimeout"] <= 7200
+    lt = hybrid.one("aws:ec2/launchTemplate:LaunchTemplate").inputs["privateDnsNameOptions"]
+    data = ec2.operation_model("CreateLaunchTemplate").input_shape.members["LaunchTemplateData"]
+    assert lt["hostnameType"] in data.members["PrivateDnsNameOptions"].members["HostnameType"].enum
+    subnet = ec2.operation_model("ModifySubnetAttribute").input_shape.members
+    assert "resource-name" in subnet["PrivateDnsHostnameTypeOnLaunch"].enum
+
+
+def test_native_without_x86_has_only_the_aws_side():
+    run = run_program(
+        "native-arm",
+        raw_config(
+            mode="native",
+            architectures=["aarch64", "armv7hl"],
+            graviton={"instanceTypes": ["c7g.8xlarge"]},
+            **{"aws:region": "eu-central-1"},
+        ),
+    )
+    assert not run.of_type("azure-native:authorization:RoleDefinition")
+    assert run.one("aws:iam/role:Role")
+    (install,) = [r for r in run.of_type(RUN_COMMAND) if r.name == "obs-scaler-install"]
+    text = install.inputs["source"]["script"]
+    config = json.loads(text.split("<<'JSON'\n", 1)[1].split("\nJSON\n", 1)[0])
+    assert [p["name"] for p in config["pools"]] == ["aws-graviton"]
