@@ -357,3 +357,17 @@ def test_native_without_x86_has_only_the_aws_side():
     text = install.inputs["source"]["script"]
     config = json.loads(text.split("<<'JSON'\n", 1)[1].split("\nJSON\n", 1)[0])
     assert [p["name"] for p in config["pools"]] == ["aws-graviton"]
+
+
+def test_plan_says_what_the_scaler_does(tmp_path, capsys):
+    from tools import plan
+
+    assert plan.main(["dev", "--out", str(tmp_path / "on")]) == 0
+    out = capsys.readouterr().out
+    assert "Scaler: on the server, every 5 s; removes a machine only after draining it" in out
+    assert (tmp_path / "on" / "obs-scaler-install.sh").read_text().startswith("#!/bin/bash\n")
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    stack["config"]["obs-farm:scaler"] = {"enabled": False}
+    (tmp_path / "Pulumi.off.yaml").write_text(yaml.safe_dump(stack))
+    assert plan.main(["off", "--stack-dir", str(tmp_path), "--out", str(tmp_path / "off")]) == 0
+    assert "Scaler: off (scaler.enabled false)" in capsys.readouterr().out
