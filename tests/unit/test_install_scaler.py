@@ -254,3 +254,21 @@ def test_rendered_scripts_pass_shellcheck_and_carry_no_secret(tmp_path):
             {"source": {"script": script}},
         )
         assert no_secrets_in_user_data(res, {}) == []
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_installed_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    """systemd's own parser: unknown directives or bad values are reported."""
+    host, _, _, _ = installed
+    text = (host.units / "obs-farm-scaler.service").read_text()
+    unit = tmp_path / "obs-farm-scaler.service"
+    unit.write_text(text.replace("/opt/obs-farm-scaler", str(host.prefix)))
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert (res.returncode, res.stdout + res.stderr) == (0, "")
+    unit.write_text(unit.read_text().replace("ProtectSystem=full", "ProtectSystem=fulll"))
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert "fulll" in res.stdout + res.stderr  # the check can fail
