@@ -29,6 +29,7 @@ import gzip
 import io
 import json
 import tarfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +265,11 @@ def pool_policy(group_arn: str) -> dict[str, Any]:
     }
 
 
+def role_definition_guid(resource_group_id: str, role: str) -> str:
+    """A custom role's id: a GUID, stable for the farm's resource group and role."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{resource_group_id}/obs-farm-scaler/{role}"))
+
+
 # --- the component ------------------------------------------------------------------
 
 
@@ -367,6 +373,9 @@ class FarmScaler(pulumi.ComponentResource):
             # generated name makes them so.
             definition = authorization.RoleDefinition(
                 f"{name}-{role}-role",
+                role_definition_id=pulumi.Output.all(args.resource_group_id, role).apply(
+                    lambda a: role_definition_guid(a[0], a[1])
+                ),
                 role_name=pulumi.Output.concat(
                     "obs-farm-scaler ", role, " ", args.resource_group_name
                 ),

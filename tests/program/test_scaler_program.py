@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import uuid
 from typing import Any
 
 import botocore.session
@@ -34,6 +35,7 @@ from tools.offline import ProgramRun, Registered, read_stack_config, run_program
 STACKS = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 VMSS = "azure-native:compute:VirtualMachineScaleSet"
 RUN_COMMAND = "azure-native:compute:VirtualMachineRunCommandByVirtualMachine"
+ROLE_DEF = "azure-native:authorization:RoleDefinition"
 GRAVITON = {"instanceTypes": ["c7g.8xlarge"], "instancesPerArch": 2, "jobsPerInstance": 2}
 HYBRID = {"mode": "hybrid", "aws:region": "eu-central-1", "graviton": GRAVITON}
 
@@ -160,7 +162,7 @@ def test_server_vm_has_a_system_assigned_identity(before):
 
 
 def test_azure_roles_are_scoped_to_the_pool_and_its_vms_only(before):
-    defs = {r.name: r.inputs for r in before.of_type("azure-native:authorization:RoleDefinition")}
+    defs = {r.name: r.inputs for r in before.of_type(ROLE_DEF)}
     assignments = {
         r.name: r.inputs
         for r in before.of_type("azure-native:authorization:RoleAssignment")
@@ -185,6 +187,11 @@ def test_azure_roles_are_scoped_to_the_pool_and_its_vms_only(before):
     assert not [a for d in defs.values() for a in d["permissions"][0]["actions"] if "*" in a]
     for d in defs.values():
         assert d["roleType"] == "CustomRole" and d["assignableScopes"] == ["obs-rg-id"]
+    # Custom role ids are GUIDs of our own, stable from one `up` to the next.
+    ids = [d["roleDefinitionId"] for d in defs.values()]
+    assert len({str(uuid.UUID(i)) for i in ids}) == 2
+    again = run_program("cap", raw_config(azureWorkers={"minVms": 1, "maxVms": 8}))
+    assert [r.inputs["roleDefinitionId"] for r in again.of_type(ROLE_DEF)] == ids
 
 
 @pytest.fixture(scope="module")
