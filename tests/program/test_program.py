@@ -295,7 +295,7 @@ def test_scale_set_follows_the_config_and_leaves_capacity_to_the_scaler(stack_ru
     if not run.of_type("azure-native:compute:VirtualMachineScaleSet"):
         return  # native without x86_64
     vmss = run.one("azure-native:compute:VirtualMachineScaleSet")
-    # No capacity at all, and nothing ignored: see tests/program/test_capacity.py.
+    # No capacity at all, and nothing ignored: see tests/program/test_scaler_program.py.
     assert vmss.inputs["sku"] == {"name": w["vmSize"], "tier": "Standard"}
     assert vmss.options["ignore_changes"] == []
     assert vmss.inputs["orchestrationMode"] == "Flexible"
