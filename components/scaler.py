@@ -50,9 +50,9 @@ BSDIR = "/srv/obs"
 # The audience the scaler asks the Azure IMDS a token for (scaler/CONTRACT.md);
 # the AWS OIDC provider accepts only this client id.
 WEB_IDENTITY_AUDIENCE = "api://obs-farm-scaler"
-# Azure's documented cap for an inline script delivered through the VM agent's
-# extension settings (Custom Script Extension: 256 KB); the managed run
-# command's own page names no figure, so we stay under this one.
+# No documented cap for a managed run command's inline script was found;
+# 256 KB is the figure recalled for inline scripts in VM extension settings
+# (Custom Script Extension), unconfirmed: stay under it (README).
 RUN_COMMAND_SCRIPT_LIMIT = 256 * 1024
 
 # Exactly what the scaler calls on the scale set (azure-mgmt-compute):
