@@ -308,7 +308,6 @@ class FarmScalerArgs:
 
 class FarmScaler(pulumi.ComponentResource):
     run_command_id: pulumi.Output[str]
-    aws_role_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: FarmScalerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("obs-farm:scaler:FarmScaler", name, None, opts)
@@ -318,7 +317,6 @@ class FarmScaler(pulumi.ComponentResource):
         identities: list[pulumi.Resource] = []
         azure_target: pulumi.Output[AzureTarget] | None = None
         aws_target: pulumi.Output[AwsTarget] | None = None
-        self.aws_role_arn = None
         if args.settings.enabled and args.azure_pool is not None:
             identities += self._azure_identity(name, args, args.azure_pool)
             azure_target = pulumi.Output.all(
@@ -327,7 +325,6 @@ class FarmScaler(pulumi.ComponentResource):
         if args.settings.enabled and args.aws_pool is not None:
             role, policy = self._aws_identity(name, args, args.aws_pool, client.tenant_id)
             identities += [role, policy]
-            self.aws_role_arn = role.arn
             ref = args.aws_pool
             aws_target = pulumi.Output.all(ref.group_name, ref.lifecycle_hook_name, role.arn).apply(
                 lambda a: AwsTarget(ref.region, a[0], a[1], a[2])
