@@ -26,7 +26,13 @@ from typing import Any
 import botocore.session
 import pytest
 import yaml
-from azure.mgmt.compute.models import VirtualMachineScaleSet, VirtualMachineScaleSetProperties
+from azure.mgmt.authorization.v2022_04_01 import models as auth
+from azure.mgmt.compute.models import (
+    VirtualMachineRunCommandProperties,
+    VirtualMachineRunCommandScriptSource,
+    VirtualMachineScaleSet,
+    VirtualMachineScaleSetProperties,
+)
 from botocore.validate import validate_parameters
 
 from tests.conftest import ROOT, raw_config
@@ -378,3 +384,42 @@ def test_plan_says_what_the_scaler_does(tmp_path, capsys):
     (tmp_path / "Pulumi.off.yaml").write_text(yaml.safe_dump(stack))
     assert plan.main(["off", "--stack-dir", str(tmp_path), "--out", str(tmp_path / "off")]) == 0
     assert "Scaler: off (scaler.enabled false)" in capsys.readouterr().out
+
+
+# --- Azure bodies against azure-mgmt-* models ----------------------------------------
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def test_azure_identity_inputs_are_fields_of_the_azure_models(before):
+    """Every input the program gives a role, assignment or run command is a
+    field of azure-mgmt-authorization's / azure-mgmt-compute's model (path
+    parameters aside), and the model serializes it where ARM expects it."""
+    for r in before.of_type(ROLE_DEF):
+        fields = {k: v for k, v in r.inputs.items() if k not in ("scope", "roleDefinitionId")}
+        assert {_snake(k) for k in fields} <= set(auth.RoleDefinition._attribute_map), r.name
+        model = auth.RoleDefinition(
+            role_name=fields["roleName"],
+            description=fields["description"],
+            role_type=fields["roleType"],
+            permissions=[auth.Permission(**p) for p in fields["permissions"]],
+            assignable_scopes=fields["assignableScopes"],
+        )
+        body = model.serialize()["properties"]
+        assert body["type"] == "CustomRole" and body["permissions"][0]["actions"]
+    for r in before.of_type("azure-native:authorization:RoleAssignment"):
+        fields = {k: v for k, v in r.inputs.items() if k != "scope"}
+        assert {_snake(k) for k in fields} <= set(
+            auth.RoleAssignmentCreateParameters._attribute_map
+        )
+        assert fields["principalType"] in [p.value for p in auth.PrincipalType]
+    (install,) = [r for r in before.of_type(RUN_COMMAND) if r.name == "obs-scaler-install"]
+    props = {
+        k: v
+        for k, v in install.inputs.items()
+        if k not in ("resourceGroupName", "vmName", "location", "tags")
+    }
+    assert set(props) <= rest_names(VirtualMachineRunCommandProperties)
+    assert set(props["source"]) <= rest_names(VirtualMachineRunCommandScriptSource)
