@@ -18,6 +18,7 @@ from components.cloudinit import (
 )
 from components.common import farm_tags
 from components.network import FarmNetwork, FarmNetworkArgs
+from components.scaler import AwsPoolRef, AzurePoolRef, FarmScaler, FarmScalerArgs
 from components.server import (
     APPLIANCE_REPOSITORY_PORT,
     BackendWorkers,
@@ -101,7 +102,7 @@ if settings.server.backup_retention_days:
         ),
     )
 
-BackendWorkers(
+backend = BackendWorkers(
     "obs-backend",
     BackendWorkersArgs(
         resource_group_name=net.resource_group_name,
@@ -113,8 +114,14 @@ BackendWorkers(
     ),
 )
 
+# Capacity belongs to obs-farm-scaler; the clouds' CPU rules only scale out,
+# and only when the scaler is turned off.
+cpu_fallback = not settings.scaler.enabled
+azure_pool_ref: AzurePoolRef | None = None
+aws_pool_ref: AwsPoolRef | None = None
+
 if "azure" in pools:
-    AzureWorkerPool(
+    azure_pool = AzureWorkerPool(
         pools["azure"].name,
         AzureWorkerPoolArgs(
             resource_group_name=net.resource_group_name,
@@ -126,14 +133,17 @@ if "azure" in pools:
             ssh_public_key=settings.ssh_public_key,
             user_data=render_worker_user_data(pools["azure"], server_ip),
             tags=tags("worker"),
+            cpu_scale_out_fallback=cpu_fallback,
         ),
     )
+    azure_pool_ref = AzurePoolRef(azure_pool.scale_set_id, azure_pool.scale_set_name)
 
 if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_subnet_id:
     graviton = settings.graviton
     region = settings.aws_region
     # An explicit provider: intel-only stacks never configure AWS at all.
-    aws_opts = pulumi.ResourceOptions(providers={"aws": aws.Provider("aws", region=region)})
+    aws_provider = aws.Provider("aws", region=region)
+    aws_opts = pulumi.ResourceOptions(providers={"aws": aws_provider})
     subnets = aws_subnets(settings)
     aws_net = AwsNetwork(
         "obs-aws",
@@ -163,7 +173,7 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
         ),
         aws_opts,
     )
-    GravitonPool(
+    graviton_pool = GravitonPool(
         pools["aws"].name,
         GravitonPoolArgs(
             pool=pools["aws"],
@@ -174,12 +184,38 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
             security_group_id=aws_net.worker_security_group_id,
             user_data=render_worker_user_data(pools["aws"], server_ip, settings.ssh_public_key),
             tags=tags("worker"),
+            cpu_scale_out_fallback=cpu_fallback,
         ),
         aws_opts,
+    )
+    aws_pool_ref = AwsPoolRef(
+        region=region,
+        group_name=graviton_pool.group_name,
+        group_arn=graviton_pool.group_arn,
+        lifecycle_hook_name=graviton_pool.lifecycle_hook_name,
+        provider=aws_provider,
     )
     pulumi.export(
         "vpn", {"azureGatewayIp": vpn.azure_gateway_ip, "awsTunnels": vpn.tunnel_addresses}
     )
+
+FarmScaler(
+    "obs-scaler",
+    FarmScalerArgs(
+        settings=settings.scaler,
+        pools=list(pools.values()),
+        resource_group_name=net.resource_group_name,
+        resource_group_id=net.resource_group_id,
+        location=settings.location,
+        server_vm_name=server.vm_name,
+        server_principal_id=server.principal_id,
+        azure_pool=azure_pool_ref,
+        aws_pool=aws_pool_ref,
+        azure_tags=tags("server"),
+        aws_tags=tags("scaler"),
+        after=[backend],
+    ),
+)
 
 pulumi.export("serverPublicIp", server.public_ip)
 pulumi.export("serverPrivateIp", server.private_ip)

@@ -6,6 +6,8 @@ subnet, public and private route tables, and the workers' security group.
 Workers get no public address: packages come through the NAT gateway, and
 the OBS server reaches them (and they it) over the site-to-site VPN, whose
 routes the SiteToSiteVpn component adds to the private route table.
+Instances launched in the private subnets get resource-name hostnames (their
+instance id), which the scaler relies on to find a worker's instance.
 
 The security group admits only the dispatcher's connections from the OBS
 server's address to the worker ports, and SSH from the server subnet (use
@@ -67,6 +69,11 @@ class AwsNetwork(pulumi.ComponentResource):
                     cidr_block=args.subnets[key],
                     availability_zone=zone,
                     map_public_ip_on_launch=False,
+                    # Workers are named after their instance id (i-0123...),
+                    # as the launch template asks; scaler/CONTRACT.md.
+                    private_dns_hostname_type_on_launch=(
+                        "resource-name" if kind == "private" else None
+                    ),
                     tags=_named(t, f"{name}-{key}"),
                     opts=child,
                 )

@@ -6,13 +6,16 @@ plan time; IMDSv2 required; an encrypted gp3 root volume sized for build
 roots; no public IP), an Auto Scaling group over the private subnets with a
 mixed-instances policy (Spot above an on-demand base when `spot`, capacity
 rebalancing, new instances protected from scale-in so the group never
-terminates a busy worker), and a CPU target-tracking policy that adds
-capacity under load.
+terminates a busy worker), a termination lifecycle hook so that an instance
+the group itself replaces (capacity rebalancing) waits in Terminating:Wait
+until obs-farm-scaler has drained it, and, only when the scaler is turned
+off, a CPU target-tracking policy that scales OUT (never in).
 
-The group's desired capacity belongs to the scaling policy: it is not set,
-and `pulumi up` ignores it. Scale-in protection means the policy only scales
-out; taking idle workers away needs a drain step (stop taking jobs, re-check
-idle, then terminate) that is not part of this component yet.
+The group's desired capacity belongs to obs-farm-scaler (SetDesiredCapacity
+to grow, TerminateInstanceInAutoScalingGroup on drained idle instances to
+shrink): it is not set, and `pulumi up` ignores it. Instances use
+resource-name hostnames, so a worker's hostname is its instance id, which is
+how the scaler maps OBS workers to instances (scaler/CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ from components.topology import WorkerPool
 DEBIAN_12_ARM64_SSM = "/aws/service/debian/release/12/latest/arm64"
 # Debian's AMIs name their root device like this.
 ROOT_DEVICE = "/dev/xvda"
+# How long a terminating instance waits for the scaler to drain it (stop its
+# workers, let OBS requeue or finish) before Auto Scaling goes on anyway
+# (CONTINUE). The scaler completes the action as soon as it is drained; the
+# timeout only bounds a scaler that is down. AWS allows 30..7200 s.
+DRAIN_HEARTBEAT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,14 @@ class GravitonPoolArgs:
     security_group_id: pulumi.Input[str]
     user_data: str
     tags: dict[str, str]
+    # Only when the scaler is off: target tracking adds instances on CPU load.
+    cpu_scale_out_fallback: bool = False
 
 
 class GravitonPool(pulumi.ComponentResource):
     group_name: pulumi.Output[str]
+    group_arn: pulumi.Output[str]
+    lifecycle_hook_name: pulumi.Output[str]
     launch_template_id: pulumi.Output[str]
 
     def __init__(
@@ -75,6 +87,9 @@ class GravitonPool(pulumi.ComponentResource):
                     },
                 }
             ],
+            # The hostname is the instance id (i-0123...), which the scaler
+            # reads from worker ids (scaler/CONTRACT.md).
+            private_dns_name_options={"hostname_type": "resource-name"},
             network_interfaces=[
                 {
                     "associate_public_ip_address": "false",
@@ -115,9 +130,38 @@ class GravitonPool(pulumi.ComponentResource):
             tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()],
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"]),
         )
+        hook = aws.autoscaling.LifecycleHook(
+            f"{name}-drain",
+            name=f"{name}-drain",
+            autoscaling_group_name=group.name,
+            lifecycle_transition="autoscaling:EC2_INSTANCE_TERMINATING",
+            heartbeat_timeout=DRAIN_HEARTBEAT_SECONDS,
+            default_result="CONTINUE",
+            opts=child,
+        )
+        if args.cpu_scale_out_fallback:
+            self._fallback(name, group.name, child)
+        self.group_name = group.name
+        self.group_arn = group.arn
+        self.lifecycle_hook_name = hook.name
+        self.launch_template_id = template.id
+        self.register_outputs(
+            {
+                "group_name": self.group_name,
+                "group_arn": self.group_arn,
+                "lifecycle_hook_name": self.lifecycle_hook_name,
+                "launch_template_id": self.launch_template_id,
+            }
+        )
+
+    def _fallback(
+        self, name: str, group_name: pulumi.Output[str], child: pulumi.ResourceOptions
+    ) -> None:
+        """CPU target tracking, scale-out only: a group at 0 has no CPU metric
+        and never starts, and scale-in protection keeps what it adds."""
         aws.autoscaling.Policy(
             f"{name}-cpu",
-            autoscaling_group_name=group.name,
+            autoscaling_group_name=group_name,
             policy_type="TargetTrackingScaling",
             estimated_instance_warmup=300,
             target_tracking_configuration={
@@ -128,9 +172,4 @@ class GravitonPool(pulumi.ComponentResource):
                 "disable_scale_in": True,
             },
             opts=child,
-        )
-        self.group_name = group.name
-        self.launch_template_id = template.id
-        self.register_outputs(
-            {"group_name": self.group_name, "launch_template_id": self.launch_template_id}
         )

@@ -1,14 +1,20 @@
-"""AzureWorkerPool: an autoscaled x86-64 OBS worker scale set.
+"""AzureWorkerPool: an x86-64 OBS worker scale set whose size the scaler sets.
 
 Creates: a Flexible-orchestration VM scale set (Debian 12, Premium SSD OS
 disk, SSH keys only, no public IPs, optional Spot priority with eviction
-policy Delete) whose cloud-init starts the pool's worker groups, and a
-`monitor.AutoscaleSetting` that keeps it between the configured minimum and
-maximum.
+policy Delete) whose cloud-init starts the pool's worker groups; and, only
+when the scaler is turned off, a `monitor.AutoscaleSetting` with a single
+CPU scale-OUT rule as a fallback (no scale-in rule, ever: the cloud must
+never choose which busy VM to delete).
 
-The autoscale rule is CPU-based for now: busy OBS workers keep their cores
-busy, idle ones do not. The scale set's capacity belongs to the autoscaler
-after creation, so `pulumi up` ignores it rather than resetting it.
+Capacity belongs to obs-farm-scaler (or, in the fallback, to autoscale): the
+program never registers `sku.capacity`, so no `pulumi up` sends one. Why not
+`ignore_changes`: the engine fills an ignored property from the inputs in the
+state (pulumi/pulumi `processIgnoreChanges`, `PropertyPath.Reset`), and
+azure-native updates a scale set with a full PUT of those inputs
+(`defaultUpdate` -> `CreateOrUpdate`), so an ignored capacity is still sent,
+with a stale value. An omitted one is not sent at all (see README, "Capacity
+and `pulumi up`").
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ class AzureWorkerPoolArgs:
     ssh_public_key: str
     user_data: str
     tags: dict[str, str]
+    # Only when the scaler is off: Azure autoscale adds VMs on CPU load.
+    cpu_scale_out_fallback: bool = False
 
 
-def cpu_rule(vmss_id: pulumi.Input[str], scale_out: bool) -> dict[str, Any]:
-    """Scale out quickly on sustained load; scale in slowly, one VM at a time."""
+def cpu_scale_out_rule(vmss_id: pulumi.Input[str]) -> dict[str, Any]:
+    """+1 VM after 10 minutes above 60% CPU. There is deliberately no
+    scale-in counterpart: Azure would pick the victim, building or not."""
     return {
         "metric_trigger": {
             "metric_name": "Percentage CPU",
@@ -45,23 +54,23 @@ def cpu_rule(vmss_id: pulumi.Input[str], scale_out: bool) -> dict[str, Any]:
             "metric_resource_uri": vmss_id,
             "time_grain": "PT1M",
             "statistic": "Average",
-            "time_window": "PT10M" if scale_out else "PT30M",
+            "time_window": "PT10M",
             "time_aggregation": "Average",
-            "operator": "GreaterThan" if scale_out else "LessThan",
-            "threshold": 60 if scale_out else 10,
+            "operator": "GreaterThan",
+            "threshold": 60,
         },
         "scale_action": {
-            "direction": "Increase" if scale_out else "Decrease",
+            "direction": "Increase",
             "type": "ChangeCount",
             "value": "1",
-            "cooldown": "PT10M" if scale_out else "PT20M",
+            "cooldown": "PT10M",
         },
     }
 
 
 class AzureWorkerPool(pulumi.ComponentResource):
     scale_set_id: pulumi.Output[str]
-    autoscale_id: pulumi.Output[str]
+    scale_set_name: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: AzureWorkerPoolArgs, opts: pulumi.ResourceOptions | None = None
@@ -80,7 +89,8 @@ class AzureWorkerPool(pulumi.ComponentResource):
             orchestration_mode="Flexible",
             platform_fault_domain_count=1,
             single_placement_group=False,
-            sku={"name": pool.vm_size, "tier": "Standard", "capacity": pool.min_vms},
+            # No capacity: see the module docstring.
+            sku={"name": pool.vm_size, "tier": "Standard"},
             virtual_machine_profile={
                 "os_profile": {
                     "computer_name_prefix": "obsw",
@@ -113,30 +123,45 @@ class AzureWorkerPool(pulumi.ComponentResource):
                 **priority,
             },
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["sku.capacity"]),
+            opts=pulumi.ResourceOptions(parent=self),
         )
+        self.scale_set_id = vmss.id
+        self.scale_set_name = vmss.name
+        self.autoscale_id: pulumi.Output[str] | None = None
+        if args.cpu_scale_out_fallback:
+            self.autoscale_id = self._fallback(name, args, vmss.id)
+        self.register_outputs(
+            {
+                "scale_set_id": self.scale_set_id,
+                "scale_set_name": self.scale_set_name,
+                "autoscale_id": self.autoscale_id,
+            }
+        )
+
+    def _fallback(
+        self, name: str, args: AzureWorkerPoolArgs, vmss_id: pulumi.Output[str]
+    ) -> pulumi.Output[str]:
+        """CPU scale-out only: it cannot start a pool at 0 VMs (no metric), and
+        with no scale-in rule VMs stay until someone removes them."""
+        pool = args.pool
         autoscale = monitor.AutoscaleSetting(
             f"{name}-autoscale",
             resource_group_name=args.resource_group_name,
             location=args.location,
-            target_resource_uri=vmss.id,
+            target_resource_uri=vmss_id,
             enabled=True,
             profiles=[
                 {
-                    "name": "cpu",
+                    "name": "cpu-scale-out",
                     "capacity": {
                         "minimum": str(pool.min_vms),
                         "maximum": str(pool.max_vms),
                         "default": str(pool.min_vms),
                     },
-                    "rules": [cpu_rule(vmss.id, True), cpu_rule(vmss.id, False)],
+                    "rules": [cpu_scale_out_rule(vmss_id)],
                 }
             ],
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.scale_set_id = vmss.id
-        self.autoscale_id = autoscale.id
-        self.register_outputs(
-            {"scale_set_id": self.scale_set_id, "autoscale_id": self.autoscale_id}
-        )
+        return autoscale.id

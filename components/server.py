@@ -10,6 +10,11 @@ The data disk is its own resource, protected and retained on delete, and the
 VM detaches rather than deletes it: replacing or destroying the VM never
 takes the archive with it. The VM is deleted before its replacement is
 created, since a managed disk attaches to one VM at a time.
+
+The VM has a system-assigned managed identity: obs-farm-scaler, on the
+server, authenticates with it to Azure (roles on the worker pool only) and,
+through web-identity federation, to AWS (components/scaler.py). No key or
+password for either cloud exists anywhere.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class ObsServer(pulumi.ComponentResource):
     data_disk_name: pulumi.Output[str]
     vm_id: pulumi.Output[str]
     vm_name: pulumi.Output[str]
+    principal_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: ObsServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("obs-farm:azure:ObsServer", name, None, opts)
@@ -146,6 +152,8 @@ class ObsServer(pulumi.ComponentResource):
                     }
                 ],
             },
+            # The scaler's identity (module docstring); added in place.
+            identity={"type": "SystemAssigned"},
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
@@ -155,6 +163,7 @@ class ObsServer(pulumi.ComponentResource):
         self.data_disk_name = data_disk.name
         self.vm_id = vm.id
         self.vm_name = vm.name
+        self.principal_id = vm.identity.apply(lambda i: (i.principal_id if i else None) or "")
         self.register_outputs(
             {
                 "public_ip": self.public_ip,
@@ -163,6 +172,7 @@ class ObsServer(pulumi.ComponentResource):
                 "data_disk_name": self.data_disk_name,
                 "vm_id": self.vm_id,
                 "vm_name": self.vm_name,
+                "principal_id": self.principal_id,
             }
         )
 

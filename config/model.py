@@ -89,6 +89,21 @@ class GravitonSettings(_Model):
     availability_zones: tuple[str, ...] = ()
 
 
+class ScalerSettings(_Model):
+    """obs-farm-scaler on the server: pool capacity follows the OBS job queue."""
+
+    # false: no scaler; the clouds' CPU rules only scale out (see README).
+    enabled: bool = True
+    # How often the scaler reads /workerstatus; the reaction time is bounded by it.
+    poll_seconds: Annotated[int, Field(ge=1, le=10)] = 5
+    # A machine all of whose worker instances stayed idle this long is drained
+    # and deleted.
+    idle_minutes: Annotated[int, Field(ge=1, le=1440)] = 10
+    # A machine the cloud lists that has registered no worker this long after
+    # it started counts as unhealthy (what the scaler does then: scaler/).
+    unhealthy_minutes: Annotated[int, Field(ge=1, le=240)] = 5
+
+
 class NetworkSettings(_Model):
     address_space: str = "10.40.0.0/16"
     server_subnet: str = "10.40.1.0/24"
@@ -190,6 +205,7 @@ class FarmSettings(_Model):
     # made on the server.
     tls_certificate: TlsCertificate = ""
     tls_private_key: TlsPrivateKey = ""
+    scaler: ScalerSettings = ScalerSettings()
     # azure-native:location and aws:region (outside our namespace, validated
     # with the rest).
     location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")] = "westeurope"

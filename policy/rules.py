@@ -319,7 +319,10 @@ UNTAGGABLE = {
     "aws:ec2/securityGroupRule:SecurityGroupRule",
     "random:index/randomPassword:RandomPassword",
     "azure-native:authorization:RoleAssignment",
+    "azure-native:authorization:RoleDefinition",
     "azure-native:dataprotection:BackupPolicy",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:autoscaling/lifecycleHook:LifecycleHook",
 }
 
 
@@ -331,6 +334,39 @@ def farm_tags(res: Resource, config: Mapping[str, Any]) -> list[str]:
         tags = {_dig(t, "key"): _dig(t, "value") for t in tags if _dig(t, "propagateAtLaunch")}
     missing = [k for k in FARM_TAGS if not (isinstance(tags, Mapping) and tags.get(k))]
     return [f"missing tag(s) {', '.join(missing)}"] if missing else []
+
+
+# --- capacity ----------------------------------------------------------------------
+
+
+def capacity_belongs_to_the_scaler(res: Resource, config: Mapping[str, Any]) -> list[str]:
+    """Only obs-farm-scaler removes workers (drained ones), and `pulumi up` never
+    sends a pool size that would reset what the scaler set."""
+    found = []
+    if res.type == "azure-native:compute:VirtualMachineScaleSet":
+        if _dig(res.props, "sku", "capacity") is not None:
+            found.append("sku.capacity is set: every update would PUT it and resize the pool")
+    elif res.type == "azure-native:monitor:AutoscaleSetting":
+        for profile in _dig(res.props, "profiles") or []:
+            for rule in _dig(profile, "rules") or []:
+                if _dig(rule, "scaleAction", "direction") == "Decrease":
+                    found.append("has a scale-in rule: Azure would delete a VM of its choosing")
+    elif res.type == "aws:autoscaling/policy:Policy":
+        tracking = _dig(res.props, "targetTrackingConfiguration")
+        steps = _dig(res.props, "stepAdjustments") or []
+        adjustments = [_dig(res.props, "scalingAdjustment")] + [
+            _dig(s, "scalingAdjustment") for s in steps
+        ]
+        if (tracking is not None and not _true(_dig(tracking, "disableScaleIn"))) or any(
+            a is not None and int(a) < 0 for a in adjustments
+        ):
+            found.append("can scale in: Auto Scaling would terminate an instance of its choosing")
+    elif res.type == "aws:autoscaling/group:Group":
+        if not _true(_dig(res.props, "protectFromScaleIn")):
+            found.append("new instances are not protected from scale-in")
+        if _dig(res.props, "desiredCapacity") is not None:
+            found.append("desiredCapacity is set: `pulumi up` would reset the pool")
+    return found
 
 
 RULES = [
@@ -360,6 +396,11 @@ RULES = [
         no_secrets_in_user_data,
     ),
     Rule("farm-tags", "Every resource carries the farm's stack, mode and role tags", farm_tags),
+    Rule(
+        "capacity-belongs-to-the-scaler",
+        "No cloud rule scales in, and no pool size is sent that would reset the scaler's",
+        capacity_belongs_to_the_scaler,
+    ),
 ]
 
 

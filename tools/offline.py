@@ -67,6 +67,9 @@ class ProgramRun:
 _FAKE_OUTPUTS: dict[str, dict[str, Any]] = {
     "azure-native:network:PublicIPAddress": {"ipAddress": "203.0.113.10"},
     "azure-native:dataprotection:BackupVault": {"identity": {"principalId": "mock-principal"}},
+    "azure-native:compute:VirtualMachine": {
+        "identity": {"type": "SystemAssigned", "principalId": "mock-server-principal"}
+    },
     "aws:ec2/vpnConnection:VpnConnection": {
         "tunnel1Address": "198.51.100.201",
         "tunnel2Address": "198.51.100.202",
@@ -90,6 +93,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             "retain_on_delete": bool(o.retain_on_delete),
             "delete_before_replace": bool(o.delete_before_replace),
             "ignore_changes": list(o.ignore_changes or []),
+            "depends_on": [
+                getattr(d, "pulumi_resource_name", "?")
+                for d in (o.depends_on if isinstance(o.depends_on, list) else [])
+            ],
         }
         return None
 
@@ -101,6 +108,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             length = int(args.inputs["length"])
             outputs["result"] = f"mock{args.name}".replace("-", "").ljust(length, "x")[:length]
         outputs.setdefault("name", args.name)
+        if args.typ.startswith("aws:") and not args.typ.startswith("aws:ec2/"):
+            # IAM and Auto Scaling ARNs the program reads (aws:<module>/...).
+            module = args.typ.split(":")[1].split("/")[0]
+            outputs.setdefault("arn", f"arn:aws:{module}::123456789012:{args.name}")
         return f"{args.name}-id", outputs
 
     def call(

@@ -164,12 +164,19 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
             f"private gateway, 2 tunnels, {n.address_space} <-> {n.aws_vpc_cidr} "
             f"(pre-shared keys are Pulumi secrets)"
         )
+    sc = settings.scaler
+    out.append(
+        f"Scaler: on the server, every {sc.poll_seconds} s; removes a machine only after "
+        f"draining it, idle {sc.idle_minutes} min (journalctl -u obs-farm-scaler)"
+        if sc.enabled
+        else "Scaler: off (scaler.enabled false): CPU rules only add machines, none removes any"
+    )
     out += [""]
     counts = Counter(r.type for r in run.resources if not r.type.startswith("obs-farm:"))
     width = max(len(t) for t in counts)
     out.append(f"Resources ({sum(counts.values())}):")
     out += [f"  {t.ljust(width)}  {n}" for t, n in sorted(counts.items())]
-    out += ["", "Cloud-init documents and the server's run-command script, written:"]
+    out += ["", "Cloud-init documents and the server's run-command scripts, written:"]
     out += [f"  {name}: {path}" for name, path in written.items()]
     return "\n".join(out)
 

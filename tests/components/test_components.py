@@ -119,17 +119,44 @@ def test_worker_pool_spot_and_regular(mocks):
     )
 
     def check(ids):
-        assert ids == ["spotty-vmss-id", "spotty-autoscale-id"]
+        assert ids == ["spotty-vmss-id"]
         vmss = next(r for r in mocks.resources if r.name == "spotty-vmss")
         profile = vmss.inputs["virtualMachineProfile"]
         assert profile["priority"] == "Spot"
         assert profile["evictionPolicy"] == "Delete"
         assert profile["billingProfile"] == {"maxPrice": -1}
-        auto = next(r for r in mocks.resources if r.name == "spotty-autoscale")
-        assert auto.inputs["profiles"][0]["capacity"] == {
-            "minimum": "0",
-            "maximum": "4",
-            "default": "0",
-        }
+        # The scaler owns capacity: no autoscale setting unless it is off.
+        assert wp.autoscale_id is None
+        assert not [r for r in mocks.resources if "Autoscale" in r.type]
 
-    return pulumi.Output.all(wp.scale_set_id, wp.autoscale_id).apply(check)
+    return pulumi.Output.all(wp.scale_set_id).apply(check)
+
+
+@pulumi.runtime.test
+def test_worker_pool_cpu_fallback_scales_out_only(mocks):
+    s = load_settings(raw_config(azureWorkers={"minVms": 0, "maxVms": 4}))
+    wp = AzureWorkerPool(
+        "fallback",
+        AzureWorkerPoolArgs(
+            resource_group_name="rg",
+            location="westeurope",
+            subnet_id="subnet-id",
+            pool=azure_worker_pool(s),
+            os_disk_size_gb=128,
+            admin_username="obsadmin",
+            ssh_public_key=PUBLIC_KEY,
+            user_data="#cloud-config\n",
+            tags={},
+            cpu_scale_out_fallback=True,
+        ),
+    )
+
+    def check(ids):
+        assert ids == ["fallback-autoscale-id"]
+        auto = next(r for r in mocks.resources if r.name == "fallback-autoscale")
+        profile = auto.inputs["profiles"][0]
+        assert profile["capacity"] == {"minimum": "0", "maximum": "4", "default": "0"}
+        assert [r["scaleAction"]["direction"] for r in profile["rules"]] == ["Increase"]
+
+    assert wp.autoscale_id is not None
+    return pulumi.Output.all(wp.autoscale_id).apply(check)

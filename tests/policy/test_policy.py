@@ -253,3 +253,63 @@ def test_pack_reports_through_pulumi_policy():
     reported: list[str] = []
     policy.validate(args, lambda message, urn=None: reported.append(message))
     assert reported == ["rule r lets 0.0.0.0/0 (the Internet) reach port(s) 22"]
+
+
+# --- capacity belongs to the scaler --------------------------------------------------
+
+CAPACITY = "capacity-belongs-to-the-scaler"
+
+
+def test_scale_set_with_capacity_fails():
+    bad = Resource(
+        "azure-native:compute:VirtualMachineScaleSet",
+        "vmss",
+        {"sku": {"name": "Standard_D8ds_v5", "tier": "Standard", "capacity": 1}},
+    )
+    assert check(CAPACITY, bad) == [
+        "sku.capacity is set: every update would PUT it and resize the pool"
+    ]
+    good = Resource(bad.type, "vmss", {"sku": {"name": "Standard_D8ds_v5", "tier": "Standard"}})
+    assert check(CAPACITY, good) == []
+
+
+def test_cpu_scale_in_fails_on_both_clouds():
+    def azure(direction: str) -> Resource:
+        rule = {"scaleAction": {"direction": direction, "type": "ChangeCount", "value": "1"}}
+        return Resource(
+            "azure-native:monitor:AutoscaleSetting", "auto", {"profiles": [{"rules": [rule]}]}
+        )
+
+    def aws(**props: object) -> Resource:
+        return Resource("aws:autoscaling/policy:Policy", "cpu", props)
+
+    assert check(CAPACITY, azure("Decrease")) == [
+        "has a scale-in rule: Azure would delete a VM of its choosing"
+    ]
+    assert check(CAPACITY, azure("Increase")) == []
+    tracking = {"targetValue": 60}
+    assert len(check(CAPACITY, aws(targetTrackingConfiguration=tracking))) == 1
+    assert (
+        check(CAPACITY, aws(targetTrackingConfiguration={**tracking, "disableScaleIn": True})) == []
+    )
+    assert len(check(CAPACITY, aws(scalingAdjustment=-1))) == 1
+    assert len(check(CAPACITY, aws(stepAdjustments=[{"scalingAdjustment": -2}]))) == 1
+
+
+def test_unprotected_or_sized_auto_scaling_group_fails():
+    group = "aws:autoscaling/group:Group"
+    assert check(CAPACITY, Resource(group, "g", {"protectFromScaleIn": True})) == []
+    assert check(CAPACITY, Resource(group, "g", {"desiredCapacity": 2})) == [
+        "new instances are not protected from scale-in",
+        "desiredCapacity is set: `pulumi up` would reset the pool",
+    ]
+
+
+def test_the_scaler_off_fallback_passes_every_policy():
+    raw = raw_config(
+        scaler={"enabled": False},
+        mode="hybrid",
+        graviton={"instanceTypes": ["c7g.8xlarge"]},
+        **{"aws:region": "eu-central-1"},
+    )
+    assert violations(resources(run_program("off", raw)), admin_config(raw)) == []

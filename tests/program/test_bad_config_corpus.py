@@ -243,6 +243,41 @@ CASES = [
         {**AWS, "obs-farm:network": {"vpnGatewaySku": "Basic"}},
         "obs-farm:network.vpnGatewaySku must be one of VpnGw1AZ",
     ),
+    (
+        "scaler-poll-too-slow",
+        {"obs-farm:scaler": {"pollSeconds": 30}},
+        "obs-farm:scaler.pollSeconds must be at most 10; got 30",
+    ),
+    (
+        "scaler-poll-zero",
+        {"obs-farm:scaler": {"pollSeconds": 0}},
+        "obs-farm:scaler.pollSeconds must be at least 1; got 0",
+    ),
+    (
+        "scaler-idle-string",
+        {"obs-farm:scaler": {"idleMinutes": "10m"}},
+        "obs-farm:scaler.idleMinutes must be an integer; got '10m'",
+    ),
+    (
+        "scaler-enabled-word",
+        {"obs-farm:scaler": {"enabled": "on"}},
+        "obs-farm:scaler.enabled must be true or false; got 'on'",
+    ),
+    (
+        "scaler-typo",
+        {"obs-farm:scaler": {"idleMinute": 5}},
+        "obs-farm:scaler.idleMinute is not a setting; did you mean 'idleMinutes'?",
+    ),
+    (
+        "scaler-scalar",
+        {"obs-farm:scaler": "off"},
+        "obs-farm:scaler must be a YAML object",
+    ),
+    (
+        "scaler-unhealthy-negative",
+        {"obs-farm:scaler": {"unhealthyMinutes": -1}},
+        "obs-farm:scaler.unhealthyMinutes must be at least 1; got -1",
+    ),
 ]
 
 

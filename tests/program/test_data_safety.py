@@ -73,5 +73,9 @@ def test_worker_changes_leave_server_and_disk_alone(base, variant):
 @pytest.mark.parametrize("variant", ["architectures-x86-only", "mode-hybrid"])
 def test_what_follows_the_workers_reaches_the_server_by_run_command(base, variant):
     run = run_program("safety", raw_config(**VARIANTS[variant]))
+    assert apply_farm(run).inputs["source"] != apply_farm(base).inputs["source"]
+
+
+def apply_farm(run: ProgramRun):
     kind = "azure-native:compute:VirtualMachineRunCommandByVirtualMachine"
-    assert run.one(kind).inputs["source"] != base.one(kind).inputs["source"]
+    return next(r for r in run.of_type(kind) if r.name == "obs-backend-apply")

@@ -44,7 +44,9 @@ AZURE_CORE = {
     "azure-native:compute:Disk": 1,
     "azure-native:compute:VirtualMachine": 1,
     "obs-farm:azure:BackendWorkers": 1,
-    "azure-native:compute:VirtualMachineRunCommandByVirtualMachine": 1,
+    # obs-farm-apply-farm and the scaler's install.
+    "azure-native:compute:VirtualMachineRunCommandByVirtualMachine": 2,
+    "obs-farm:scaler:FarmScaler": 1,
     "obs-farm:azure:DiskBackup": 1,
     "azure-native:dataprotection:BackupVault": 1,
     "azure-native:dataprotection:BackupPolicy": 1,
@@ -54,7 +56,9 @@ AZURE_CORE = {
 AZURE_WORKERS = {
     "obs-farm:azure:AzureWorkerPool": 1,
     "azure-native:compute:VirtualMachineScaleSet": 1,
-    "azure-native:monitor:AutoscaleSetting": 1,
+    # The scaler's two custom roles and their assignments (backup has 2 more).
+    "azure-native:authorization:RoleDefinition": 2,
+    "azure-native:authorization:RoleAssignment": 4,
 }
 AWS_AND_LINK = {
     "pulumi:providers:aws": 1,
@@ -72,7 +76,10 @@ AWS_AND_LINK = {
     "aws:ec2/securityGroup:SecurityGroup": 1,
     "aws:ec2/launchTemplate:LaunchTemplate": 1,
     "aws:autoscaling/group:Group": 1,
-    "aws:autoscaling/policy:Policy": 1,
+    "aws:autoscaling/lifecycleHook:LifecycleHook": 1,
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": 1,
+    "aws:iam/role:Role": 1,
+    "aws:iam/rolePolicy:RolePolicy": 1,
     "aws:ec2/vpnGateway:VpnGateway": 1,
     "aws:ec2/customerGateway:CustomerGateway": 1,
     "aws:ec2/vpnConnection:VpnConnection": 1,
@@ -280,27 +287,25 @@ def test_server_nic_has_the_static_address_workers_use(stack_run):
     assert run.outputs["serverPublicIp"] == "203.0.113.10"
 
 
-def test_scale_set_and_autoscale_follow_the_config(stack_run):
+def test_scale_set_follows_the_config_and_leaves_capacity_to_the_scaler(stack_run):
     stack, run = stack_run
     w = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"][
         "obs-farm:azureWorkers"
     ]
+    if not run.of_type("azure-native:compute:VirtualMachineScaleSet"):
+        return  # native without x86_64
     vmss = run.one("azure-native:compute:VirtualMachineScaleSet")
-    assert vmss.inputs["sku"] == {"name": w["vmSize"], "tier": "Standard", "capacity": w["minVms"]}
-    assert vmss.options["ignore_changes"] == ["sku.capacity"]
+    # No capacity at all, and nothing ignored: see tests/program/test_scaler_program.py.
+    assert vmss.inputs["sku"] == {"name": w["vmSize"], "tier": "Standard"}
+    assert vmss.options["ignore_changes"] == []
     assert vmss.inputs["orchestrationMode"] == "Flexible"
     profile = vmss.inputs["virtualMachineProfile"]
     if w["spot"]:
         assert (profile["priority"], profile["evictionPolicy"]) == ("Spot", "Delete")
     else:
         assert profile["priority"] == "Regular" and "evictionPolicy" not in profile
-    auto = run.one("azure-native:monitor:AutoscaleSetting").inputs
-    assert auto["targetResourceUri"] == f"{vmss.name}-id"
-    cap = auto["profiles"][0]["capacity"]
-    assert (cap["minimum"], cap["maximum"]) == (str(w["minVms"]), str(w["maxVms"]))
-    rules = auto["profiles"][0]["rules"]
-    assert {r["scaleAction"]["direction"] for r in rules} == {"Increase", "Decrease"}
-    assert all(r["metricTrigger"]["metricName"] == "Percentage CPU" for r in rules)
+    # The scaler is on in every example stack: no CPU autoscale at all.
+    assert run.of_type("azure-native:monitor:AutoscaleSetting") == []
 
 
 # Tags are checked by the farm-tags policy (tests/policy).
@@ -373,6 +378,7 @@ def test_plan_evaluation_stack_shows_45_instances_30_emulated(tmp_path):
     assert written == [
         "azure-x86-vmss.user-data",
         "obs-backend-apply.sh",
+        "obs-scaler-install.sh",
         "obs-server-vm.user-data",
     ]
     assert str(tmp_path / "obs-server-vm.user-data") in res.stdout
@@ -406,6 +412,7 @@ def test_data_disk_backup_follows_the_retention_setting():
     roles = {
         r.inputs["roleDefinitionId"].rsplit("/", 1)[1]: r.inputs["scope"]
         for r in run.of_type("azure-native:authorization:RoleAssignment")
+        if r.name.startswith("obs-data-backup")
     }
     assert roles == {
         "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24": "obs-server-data-id",  # Disk Backup Reader
@@ -416,7 +423,10 @@ def test_data_disk_backup_follows_the_retention_setting():
 def test_backup_can_be_turned_off():
     run = run_program("nob", raw_config(server={"backupRetentionDays": 0}))
     assert not [
-        r for r in run.resources if "dataprotection" in r.type or "RoleAssignment" in r.type
+        r
+        for r in run.resources
+        if "dataprotection" in r.type
+        or ("RoleAssignment" in r.type and not r.name.startswith("obs-scaler"))
     ]
 
 

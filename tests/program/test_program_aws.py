@@ -132,9 +132,11 @@ def test_preshared_keys_never_reach_user_data(aws_run):
 
 def test_server_accepts_aws_workers_through_the_run_command(aws_run):
     _, run = aws_run
-    script = run.one("azure-native:compute:VirtualMachineRunCommandByVirtualMachine").inputs[
-        "source"
-    ]["script"]
+    script = next(
+        r
+        for r in run.of_type("azure-native:compute:VirtualMachineRunCommandByVirtualMachine")
+        if r.name == "obs-backend-apply"
+    ).inputs["source"]["script"]
     assert "# 10.41.0.0/18" in script and "# 10.41.64.0/18" in script
     vm = run.one("azure-native:compute:VirtualMachine").inputs["osProfile"]["customData"]
     assert "10.41." not in base64.b64decode(vm).decode()
