@@ -154,13 +154,13 @@ def _check_admin_cidr(value: str) -> str:
 
 def _check_ssh_public_key(value: str) -> str:
     text = value.strip()
+    if "PRIVATE KEY" in text:
+        raise ValueError("is a private key; give the public key (the .pub file)")
     if "\n" in text or "\r" in text:
         raise ValueError(
             "must be a single OpenSSH public key line; it has a line break "
             f"(line 2: {text.splitlines()[1][:24]!r}); give one key, the whole .pub line"
         )
-    if "PRIVATE KEY" in text:
-        raise ValueError("is a private key; give the public key (the .pub file)")
     parts = text.split()
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
         raise ValueError(
