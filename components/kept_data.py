@@ -50,5 +50,8 @@ class KeptData(pulumi.ComponentResource):
         self.resource_group_name = rg.name
         self.resource_group_id = rg.id
         self.register_outputs(
-            {"resource_group_name": self.resource_group_name, "resource_group_id": self.resource_group_id}
+            {
+                "resource_group_name": self.resource_group_name,
+                "resource_group_id": self.resource_group_id,
+            }
         )

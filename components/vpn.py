@@ -131,15 +131,15 @@ class SiteToSiteVpn(pulumi.ComponentResource):
         subscription = authorization.get_client_config_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).subscription_id
-        ipconfig_ids = {
-            i: pulumi.Output.all(subscription, rg).apply(
-                lambda v, i=i: (
-                    f"/subscriptions/{v[0]}/resourceGroups/{v[1]}/providers/Microsoft.Network/"
-                    f"virtualNetworkGateways/{gateway_name}/ipConfigurations/instance{i}"
-                )
-            )
-            for i in INSTANCES
-        }
+
+        def ipconfig_id(instance: int) -> pulumi.Output[str]:
+            return pulumi.Output.concat(
+                "/subscriptions/", subscription, "/resourceGroups/", rg,
+                f"/providers/Microsoft.Network/virtualNetworkGateways/{gateway_name}"
+                f"/ipConfigurations/instance{instance}",
+            )  # fmt: skip
+
+        ipconfig_ids = {i: ipconfig_id(i) for i in INSTANCES}
         gateway = network.VirtualNetworkGateway(
             gateway_name,
             virtual_network_gateway_name=gateway_name,

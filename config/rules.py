@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from config.catalog import (
     AARCH32_FAMILIES,
     AZURE_RESERVED_ASNS,
-    PRIVATE_ASN_RANGES,
     AZURE_VM_SIZES,
     GRAVITON_TYPES,
     MIN_GIB_PER_WORKER_INSTANCE,
     NO_AARCH32_FAMILIES,
+    PRIVATE_ASN_RANGES,
     AzureVmSize,
     GravitonType,
 )

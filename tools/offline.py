@@ -84,7 +84,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self._types: dict[int, str] = {}
 
     @staticmethod
-    def _aliases(aliases: list[Any]) -> list[str]:
+    def _aliases(aliases: Any) -> list[str]:
         """Alias URNs the program gives, filled in as they resolve (before the
         run returns); the SDKs' own type aliases (Alias objects) are left out."""
         found: list[str] = []

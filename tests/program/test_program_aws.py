@@ -93,15 +93,20 @@ def test_vpn_on_both_sides(aws_run):
     assert gw["bgpSettings"]["asn"] == 65000
     peering = gw["bgpSettings"]["bgpPeeringAddresses"]
     configs = [c["name"] for c in gw["ipConfigurations"]]
-    assert len(configs) == 2 and len({c["publicIPAddress"]["id"] for c in gw["ipConfigurations"]}) == 2
+    assert (
+        len(configs) == 2 and len({c["publicIPAddress"]["id"] for c in gw["ipConfigurations"]}) == 2
+    )
     assert [p["ipconfigurationId"].rsplit("/", 1)[1] for p in peering] == configs
     assert all(
-        p["ipconfigurationId"].split("/virtualNetworkGateways/")[1].split("/")[0] == gw["virtualNetworkGatewayName"]
+        p["ipconfigurationId"].split("/virtualNetworkGateways/")[1].split("/")[0]
+        == gw["virtualNetworkGatewayName"]
         for p in peering
     )
     azure_bgp = {ip for p in peering for ip in p["customBgpIpAddresses"]}
     apipa = ipaddress.ip_network("169.254.21.0/24"), ipaddress.ip_network("169.254.22.0/24")
-    assert len(azure_bgp) == 4 and all(any(ipaddress.ip_address(ip) in n for n in apipa) for ip in azure_bgp)
+    assert len(azure_bgp) == 4 and all(
+        any(ipaddress.ip_address(ip) in n for n in apipa) for ip in azure_bgp
+    )
 
     vgw = run.one("aws:ec2/vpnGateway:VpnGateway").inputs
     assert vgw["amazonSideAsn"] == "64512"
@@ -123,16 +128,22 @@ def test_vpn_on_both_sides(aws_run):
     # No static routes: AWS learns the Azure space by BGP and propagates it.
     assert not run.of_type("aws:ec2/vpnConnectionRoute:VpnConnectionRoute")
     assert not [
-        r for r in run.of_type("aws:ec2/route:Route") if r.inputs["destinationCidrBlock"] == "10.40.0.0/16"
+        r
+        for r in run.of_type("aws:ec2/route:Route")
+        if r.inputs["destinationCidrBlock"] == "10.40.0.0/16"
     ]
     prop = run.one("aws:ec2/vpnGatewayRoutePropagation:VpnGatewayRoutePropagation").inputs
-    assert prop["vpnGatewayId"].endswith("vgw-id") and prop["routeTableId"].endswith("private-rt-id")
+    assert prop["vpnGatewayId"].endswith("vgw-id") and prop["routeTableId"].endswith(
+        "private-rt-id"
+    )
 
     lngs = run.of_type("azure-native:network:LocalNetworkGateway")
-    aws_bgp = {str(list(n.hosts())[0]) for n in nets}
+    aws_bgp = {str(next(iter(n.hosts()))) for n in nets}
     assert {lng.inputs["bgpSettings"]["bgpPeeringAddress"] for lng in lngs} == aws_bgp
     assert {lng.inputs["bgpSettings"]["asn"] for lng in lngs} == {64512}
-    prefixes = [p for lng in lngs for p in lng.inputs["localNetworkAddressSpace"]["addressPrefixes"]]
+    prefixes = [
+        p for lng in lngs for p in lng.inputs["localNetworkAddressSpace"]["addressPrefixes"]
+    ]
     # Each gateway's only prefix is its peer's /32: none overlap, and the VPC
     # range is learned, not configured.
     assert sorted(prefixes) == sorted(f"{ip}/32" for ip in aws_bgp)
