@@ -203,7 +203,7 @@ def _is_model(cls: type) -> bool:
 
 def plain(value: Any) -> Any:
     """Recorded inputs with Pulumi secrets unwrapped."""
-    secret, value = unwrap_secret(value)
+    _secret, value = unwrap_secret(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -227,7 +227,7 @@ def request_body(op: Operation, inputs: dict[str, Any]) -> dict[str, Any]:
     for key, value in inputs.items():
         if key in op.path_params:
             continue
-        if key in top or key == "properties" and isinstance(value, dict):
+        if key in top or (key == "properties" and isinstance(value, dict)):
             body[key] = value
         else:
             props[key] = value
@@ -395,7 +395,7 @@ def _check_typespec(model: type, value: Any, path: str, findings: Findings) -> N
             continue
         attr, rf = fields[key]
         _check_annotation(hints.get(attr, Any), item, f"{path}.{key}".lstrip("."), findings, None)
-    for rest_name, (attr, rf) in fields.items():
+    for rest_name, (_attr, rf) in fields.items():
         visibility = rf._visibility or []
         writable = not visibility or "create" in visibility
         if not rf._is_optional and writable and rest_name not in value:
