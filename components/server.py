@@ -6,10 +6,14 @@ workers and BSConfig use, a Premium SSD managed data disk for /srv/obs, and
 the VM (Premium SSD OS disk, Debian 12, SSH keys only) with the data disk
 attached at LUN 0.
 
-The data disk is its own resource, protected and retained on delete, and the
-VM detaches rather than deletes it: replacing or destroying the VM never
-takes the archive with it. The VM is deleted before its replacement is
-created, since a managed disk attaches to one VM at a time.
+The data disk is its own resource, protected and retained on delete, in the
+resource group that outlives the farm (KeptData), and the VM detaches rather
+than deletes it: replacing or destroying the VM never takes the archive with
+it. The VM is deleted before its replacement is created, since a managed
+disk attaches to one VM at a time. Given an existing disk id (a disk a
+destroyed farm kept), the component creates no disk and attaches that one.
+Host caching is ReadOnly below 4 TiB and None from there (Azure offers
+none); the NIC gets accelerated networking where the size supports it.
 """
 
 from __future__ import annotations
