@@ -124,7 +124,7 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
         "create_or_update",
     ),
     "azure-native:managedidentity:UserAssignedIdentity": (
-        "azure.mgmt.msi",
+        "azure.mgmt.msi.v2024_11_30",
         "UserAssignedIdentitiesOperations",
         "create_or_update",
     ),
