@@ -125,3 +125,27 @@ def test_data_disk_caching_at_the_4_tib_boundary(size, caching):
     [data] = run.one("azure-native:compute:VirtualMachine").inputs["storageProfile"]["dataDisks"]
     assert data["caching"] == caching
     assert run.one("azure-native:compute:Disk").inputs["diskSizeGB"] == size
+
+
+INPUTS_BEFORE = json.loads((ROOT / "tests/data/kept-inputs-before.json").read_text())
+
+
+@pytest.mark.parametrize("stack", sorted(INPUTS_BEFORE))
+def test_kept_resources_register_the_inputs_they_had(stack):
+    """Under the alias the kept group is the old `obs-rg` (Pulumi keeps its
+    name), so every kept resource's inputs are what the previous program
+    registered (tests/data/kept-inputs-before.json, recorded from it): no
+    replacement. Only the group's role tag changes, in place."""
+    run = run_program(stack, read_stack_config(stack))
+    rg = kept_group(run)
+    adopted = {a.split("::", 2)[2]: rg for a in rg.options["aliases"]}
+    by_urn = {r.options["urn"]: r for r in run.resources} | adopted
+    for urn, before in INPUTS_BEFORE[stack].items():
+        now = json.loads(json.dumps(by_urn[urn].inputs).replace('"obs-data-rg', '"obs-rg'))
+        if by_urn[urn] is rg:
+            assert now["tags"].pop("obs-farm-role") == "data"
+            before = {
+                **before,
+                "tags": {k: v for k, v in before["tags"].items() if k != "obs-farm-role"},
+            }
+        assert now == before, urn
