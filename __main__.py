@@ -17,6 +17,7 @@ from components.cloudinit import (
     server_user_data,
 )
 from components.common import farm_tags
+from components.kept_data import KeptData, KeptDataArgs
 from components.network import FarmNetwork, FarmNetworkArgs
 from components.scaler import AwsPoolRef, AzurePoolRef, FarmScaler, FarmScalerArgs
 from components.server import (
@@ -31,6 +32,7 @@ from components.server import (
 from components.topology import server_private_ip, worker_cidrs, worker_pools
 from components.vpn import SiteToSiteVpn, SiteToSiteVpnArgs
 from config import ConfigError, load_settings_from_pulumi
+from config.catalog import AZURE_VM_SIZES
 from config.rules import aws_subnets
 
 try:
@@ -70,6 +72,25 @@ net = FarmNetwork(
     ),
 )
 
+# What outlives the farm: the data disk, its backups. Stacks from before this
+# group existed kept everything in the FarmNetwork's `obs-rg`; the alias
+# adopts that group as the kept one (README: "Upgrading from one resource
+# group").
+kept = KeptData(
+    "obs-data",
+    KeptDataArgs(
+        location=settings.location,
+        tags=tags("data"),
+        previous=(
+            pulumi.create_urn(
+                "obs-rg",
+                "azure-native:resources:ResourceGroup",
+                parent=pulumi.create_urn("obs", "obs-farm:azure:FarmNetwork"),
+            ),
+        ),
+    ),
+)
+
 server = ObsServer(
     "obs-server",
     ObsServerArgs(
@@ -85,6 +106,9 @@ server = ObsServer(
         user_data=server_user_data(settings),
         tags=tags("server"),
         image_reference=server_image(settings.server.flavor),
+        data_resource_group_name=kept.resource_group_name,
+        existing_data_disk_id=settings.server.existing_data_disk_id,
+        accelerated_networking=AZURE_VM_SIZES[settings.server.vm_size].accelerated_networking,
     ),
 )
 
@@ -92,8 +116,8 @@ if settings.server.backup_retention_days:
     DiskBackup(
         "obs-data-backup",
         DiskBackupArgs(
-            resource_group_name=net.resource_group_name,
-            resource_group_id=net.resource_group_id,
+            resource_group_name=kept.resource_group_name,
+            resource_group_id=kept.resource_group_id,
             location=settings.location,
             disk_id=server.data_disk_id,
             disk_name=server.data_disk_name,
@@ -164,9 +188,9 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
             location=settings.location,
             gateway_subnet_id=net.gateway_subnet_id,
             gateway_sku=settings.network.vpn_gateway_sku,
-            azure_address_space=settings.network.address_space,
+            azure_asn=settings.network.azure_asn,
+            aws_asn=settings.network.aws_asn,
             aws_vpc_id=aws_net.vpc_id,
-            aws_vpc_cidr=settings.network.aws_vpc_cidr,
             aws_route_table_id=aws_net.private_route_table_id,
             azure_tags=tags("vpn"),
             aws_tags=tags("vpn"),
@@ -196,7 +220,7 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
         provider=aws_provider,
     )
     pulumi.export(
-        "vpn", {"azureGatewayIp": vpn.azure_gateway_ip, "awsTunnels": vpn.tunnel_addresses}
+        "vpn", {"azureGatewayIps": vpn.azure_gateway_ips, "awsTunnels": vpn.tunnel_addresses}
     )
 
 FarmScaler(
@@ -220,4 +244,5 @@ FarmScaler(
 pulumi.export("serverPublicIp", server.public_ip)
 pulumi.export("serverPrivateIp", server.private_ip)
 pulumi.export("resourceGroup", net.resource_group_name)
+pulumi.export("dataResourceGroup", kept.resource_group_name)
 pulumi.export("topology", [p.to_output() for p in pools.values()])

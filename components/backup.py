@@ -4,9 +4,11 @@ Creates: a Backup vault (system-assigned identity), a backup policy (daily
 incremental snapshots kept for the configured number of days in the
 operational store), the two role assignments the vault needs (Disk Backup
 Reader on the disk, Disk Snapshot Contributor on the resource group that
-holds the snapshots) and the backup instance. Snapshots are incremental and
-stay in the farm's resource group; restore creates a new disk from one
-(README: "Backups").
+holds the snapshots) and the backup instance. Everything lives in the kept
+resource group (KeptData), snapshots included, and every resource here is
+`protect`ed and `retainOnDelete`: tearing the farm down leaves the backups
+running; restore creates a new disk from a recovery point (README:
+"Backups").
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ class DiskBackup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DiskBackupArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("obs-farm:azure:DiskBackup", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # Deleting the backup instance deletes its recovery points: the farm's
+        # teardown (`pulumi destroy --exclude-protected`) must not.
+        child = pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True)
         rg = args.resource_group_name
         vault = dataprotection.BackupVault(
             f"{name}-vault",
@@ -170,7 +174,7 @@ class DiskBackup(pulumi.ComponentResource):
             },
             tags=args.tags,
             # The vault must hold its roles before Azure validates the instance.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=grants)),
         )
         self.backup_instance_id = instance.id
         self.vault_name = vault.name

@@ -103,11 +103,9 @@ def server_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
 
 
 def worker_rules(args: FarmNetworkArgs) -> list[dict[str, Any]]:
-    rules = []
-    if args.admin_cidrs:
-        rules.append(
-            _rule("ssh-from-admins", 100, list(args.admin_cidrs), args.worker_subnet, ["22"])
-        )
+    # Workers have no public address: SSH reaches them only through the
+    # server (`ssh -J`), so only the server subnet may connect.
+    rules = [_rule("ssh-from-server-subnet", 100, [args.server_subnet], args.worker_subnet, ["22"])]
     lo, hi = WORKER_PORT_RANGE
     # The dispatcher connects back to each worker's registered port.
     rules.append(
@@ -137,7 +135,9 @@ class FarmNetwork(pulumi.ComponentResource):
         super().__init__("obs-farm:azure:FarmNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         common = {"location": args.location, "tags": args.tags}
-        rg = resources.ResourceGroup(f"{name}-rg", **common, opts=child)
+        # The farm's own group: `pulumi destroy` deletes it and all it holds; what
+        # must outlive the farm lives in the KeptData group.
+        rg = resources.ResourceGroup(f"{name}-farm-rg", **common, opts=child)
         common["resource_group_name"] = rg.name
         vnet = network.VirtualNetwork(
             f"{name}-vnet",

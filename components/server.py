@@ -6,10 +6,14 @@ workers and BSConfig use, a Premium SSD managed data disk for /srv/obs, and
 the VM (Premium SSD OS disk, openSUSE Leap 15.6 for the `appliance` flavor or
 Debian 12 for `backend`, SSH keys only) with the data disk attached at LUN 0.
 
-The data disk is its own resource, protected and retained on delete, and the
-VM detaches rather than deletes it: replacing or destroying the VM never
-takes the archive with it. The VM is deleted before its replacement is
-created, since a managed disk attaches to one VM at a time.
+The data disk is its own resource, protected and retained on delete, in the
+resource group that outlives the farm (KeptData), and the VM detaches rather
+than deletes it: replacing or destroying the VM never takes the archive with
+it. The VM is deleted before its replacement is created, since a managed
+disk attaches to one VM at a time. Given an existing disk id (a disk a
+destroyed farm kept), the component creates no disk and attaches that one.
+Host caching is ReadOnly below 4 TiB and None from there (Azure offers
+none); the NIC gets accelerated networking where the size supports it.
 
 The VM has a system-assigned managed identity: obs-farm-scaler, on the
 server, authenticates with it to Azure (roles on the worker pool only) and,
@@ -29,6 +33,17 @@ from pulumi_azure_native import compute, network
 from components.common import DEBIAN_12_GEN2, b64, premium_os_disk, ssh_config
 
 DATA_DISK_LUN = 0
+# Azure offers no host caching on managed disks of 4 TiB and more.
+HOST_CACHING_MAX_GB = 4095
+
+
+def data_disk_caching(size_gb: int | None) -> str:
+    """ReadOnly host caching where Azure offers it; None for 4 TiB and more,
+    and for an existing disk whose size the program does not know."""
+    if size_gb is None or size_gb > HOST_CACHING_MAX_GB:
+        return "None"
+    return "ReadOnly"
+
 
 # openSUSE Leap 15.6 from the Azure marketplace (publisher:offer:sku:version),
 # the base of upstream's supported OBS 2.10 install.
@@ -71,6 +86,13 @@ class ObsServerArgs:
     user_data: str
     tags: dict[str, str]
     image_reference: dict[str, str] = field(default_factory=lambda: DEBIAN_12_GEN2)
+    # The resource group that outlives the farm (KeptData); the data disk
+    # is created there.
+    data_resource_group_name: pulumi.Input[str] = ""
+    # An existing disk to attach instead of creating one (kept by a farm
+    # that was destroyed).
+    existing_data_disk_id: str = ""
+    accelerated_networking: bool = True
 
 
 class ObsServer(pulumi.ComponentResource):
@@ -110,21 +132,30 @@ class ObsServer(pulumi.ComponentResource):
                     "public_ip_address": {"id": pip.id},
                 }
             ],
+            enable_accelerated_networking=args.accelerated_networking,
             tags=tags,
             opts=child,
         )
-        data_disk = compute.Disk(
-            f"{name}-data",
-            resource_group_name=rg,
-            location=loc,
-            sku={"name": "Premium_LRS"},
-            disk_size_gb=args.data_disk_size_gb,
-            creation_data={"create_option": "Empty"},
-            tags=tags,
-            # The build archive: `pulumi destroy` must not delete it, nor a
-            # replacement of the disk resource.
-            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
-        )
+        data_disk_id: pulumi.Input[str]
+        if args.existing_data_disk_id:
+            data_disk_id = args.existing_data_disk_id
+            data_disk_name: pulumi.Input[str] = args.existing_data_disk_id.rsplit("/", 1)[-1]
+            caching = data_disk_caching(None)
+        else:
+            data_disk = compute.Disk(
+                f"{name}-data",
+                resource_group_name=args.data_resource_group_name or rg,
+                location=loc,
+                sku={"name": "Premium_LRS"},
+                disk_size_gb=args.data_disk_size_gb,
+                creation_data={"create_option": "Empty"},
+                tags=tags,
+                # The build archive: `pulumi destroy` must not delete it, nor
+                # a replacement of the disk resource.
+                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+            )
+            data_disk_id, data_disk_name = data_disk.id, data_disk.name
+            caching = data_disk_caching(args.data_disk_size_gb)
         vm = compute.VirtualMachine(
             f"{name}-vm",
             resource_group_name=rg,
@@ -146,8 +177,8 @@ class ObsServer(pulumi.ComponentResource):
                     {
                         "lun": DATA_DISK_LUN,
                         "create_option": "Attach",
-                        "managed_disk": {"id": data_disk.id},
-                        "caching": "ReadOnly",
+                        "managed_disk": {"id": data_disk_id},
+                        "caching": caching,
                         "delete_option": "Detach",
                     }
                 ],
@@ -159,8 +190,8 @@ class ObsServer(pulumi.ComponentResource):
         )
         self.public_ip = pip.ip_address.apply(lambda ip: ip or "")
         self.private_ip = pulumi.Output.from_input(args.private_ip)
-        self.data_disk_id = data_disk.id
-        self.data_disk_name = data_disk.name
+        self.data_disk_id = pulumi.Output.from_input(data_disk_id)
+        self.data_disk_name = pulumi.Output.from_input(data_disk_name)
         self.vm_id = vm.id
         self.vm_name = vm.name
         self.principal_id = vm.identity.apply(lambda i: (i.principal_id if i else None) or "")

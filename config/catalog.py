@@ -22,6 +22,9 @@ class AzureVmSize:
     temp_disk_gib: int
     retires: datetime.date | None = None
     successor: str | None = None
+    # Accelerated networking (SR-IOV NIC); Microsoft lists it as required
+    # for the v5 sizes and supported on Dsv2/Fsv2 sizes with 2+ vCPUs.
+    accelerated_networking: bool = True
 
 
 def _sizes(*sizes: AzureVmSize) -> dict[str, AzureVmSize]:
@@ -133,3 +136,78 @@ def _graviton_types() -> dict[str, GravitonType]:
 GRAVITON_TYPES: dict[str, GravitonType] = _graviton_types()
 AARCH32_FAMILIES = tuple(f for f, (_, _, a32) in _GRAVITON_FAMILIES.items() if a32)
 NO_AARCH32_FAMILIES = tuple(f for f, (_, _, a32) in _GRAVITON_FAMILIES.items() if not a32)
+
+
+# Azure refuses these as a VM's adminUsername (OSProfile.adminUsername,
+# "Disallowed values", in the compute API definition; the unit tests compare
+# this list with the installed azure-mgmt-compute model's own text).
+AZURE_RESERVED_ADMIN_NAMES: frozenset[str] = frozenset(
+    {
+        "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3",
+        "admin1", "1", "123", "a", "actuser", "adm", "admin2", "aspnet", "backup",
+        "console", "david", "guest", "john", "owner", "root", "server", "sql", "support",
+        "support_388945a0", "sys", "test2", "test3", "user4", "user5",
+    }
+)  # fmt: skip
+
+# Private BGP ASNs (RFC 6996), the only ones both clouds accept here.
+PRIVATE_ASN_RANGES = ((64512, 65534), (4200000000, 4294967294))
+# ASNs Azure keeps for itself (VPN gateway default 65515, Route Server and
+# friends 65517-65520); a peer with one of them is refused or never peers.
+AZURE_RESERVED_ASNS = frozenset({65515, 65517, 65518, 65519, 65520})
+
+# Every AWS region in botocore's partitions data (all partitions), for
+# validating aws:region offline; tests/unit/test_regions.py keeps it equal
+# to the installed botocore's list.
+AWS_REGIONS: frozenset[str] = frozenset(
+    {
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-central-1",
+        "ca-west-1",
+        "cn-north-1",
+        "cn-northwest-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-isoe-west-1",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eusc-de-east-1",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "me-west-1",
+        "mx-central-1",
+        "sa-east-1",
+        "sa-west-1",
+        "us-east-1",
+        "us-east-2",
+        "us-gov-east-1",
+        "us-gov-west-1",
+        "us-iso-east-1",
+        "us-iso-west-1",
+        "us-isob-east-1",
+        "us-isob-west-1",
+        "us-isof-east-1",
+        "us-isof-south-1",
+        "us-west-1",
+        "us-west-2",
+    }
+)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from config.limits import user_data_errors
 from config.model import FarmSettings
 from config.rules import cross_field_errors, warnings_for
 
@@ -205,6 +206,8 @@ def load_settings(
         problems.extend(_describe(e) for e in err.errors())
     if settings is not None and not problems:
         problems.extend(cross_field_errors(settings))
+    if settings is not None and not problems:
+        problems.extend(user_data_errors(settings))
     if problems:
         raise ConfigError(problems)
     assert settings is not None

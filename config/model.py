@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from config.catalog import AWS_REGIONS, AZURE_RESERVED_ADMIN_NAMES
 
 Mode = Literal["intel-only", "hybrid", "native"]
 Arch = Literal["x86_64", "armv7hl", "aarch64"]
@@ -46,6 +49,12 @@ class _Model(BaseModel):
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
+_DISK_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Compute/disks/[-\w.]{1,80}",
+    re.IGNORECASE,
+)
+
 
 class ServerSettings(_Model):
     vm_size: str = "Standard_D16s_v5"
@@ -57,6 +66,20 @@ class ServerSettings(_Model):
     # Daily Azure Disk Backup snapshots of the data disk kept this many days;
     # 0 turns backups off.
     backup_retention_days: Annotated[int, Field(ge=0, le=360)] = 7
+    # Attach this existing managed disk (one a destroyed farm kept) as
+    # /srv/obs instead of creating a new data disk. Empty: create one.
+    existing_data_disk_id: str = ""
+
+    @field_validator("existing_data_disk_id")
+    @classmethod
+    def _disk_id(cls, value: str) -> str:
+        if value and not _DISK_ID.fullmatch(value):
+            raise ValueError(
+                "must be a managed disk's resource id, /subscriptions/<subscription id>/"
+                "resourceGroups/<group>/providers/Microsoft.Compute/disks/<name> "
+                f"(`az disk show --query id`); got {value!r}"
+            )
+        return value
 
 
 class AzureWorkerSettings(_Model):
@@ -112,6 +135,10 @@ class NetworkSettings(_Model):
     gateway_subnet: str = "10.40.255.0/27"
     aws_vpc_cidr: str = "10.41.0.0/16"
     vpn_gateway_sku: Literal["VpnGw1AZ", "VpnGw2AZ", "VpnGw3AZ"] = "VpnGw1AZ"
+    # BGP over the VPN (hybrid/native): the Azure gateway's ASN and the AWS
+    # virtual private gateway's (Amazon side) ASN, both private, different.
+    azure_asn: int = 65000
+    aws_asn: int = 64512
 
     @field_validator(
         "address_space", "server_subnet", "azure_worker_subnet", "gateway_subnet", "aws_vpc_cidr"
@@ -145,6 +172,11 @@ def _check_ssh_public_key(value: str) -> str:
     text = value.strip()
     if "PRIVATE KEY" in text:
         raise ValueError("is a private key; give the public key (the .pub file)")
+    if "\n" in text or "\r" in text:
+        raise ValueError(
+            "must be a single OpenSSH public key line; it has a line break "
+            f"(line 2: {text.splitlines()[1][:24]!r}); give one key, the whole .pub line"
+        )
     parts = text.split()
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
         raise ValueError(
@@ -228,3 +260,22 @@ class FarmSettings(_Model):
     @classmethod
     def _ssh(cls, value: str) -> str:
         return _check_ssh_public_key(value)
+
+    @field_validator("admin_username")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        if value in AZURE_RESERVED_ADMIN_NAMES:
+            raise ValueError(
+                f"{value!r} is a name Azure reserves for VMs' admin user "
+                "(root, admin, administrator, user, test, guest, ... 32 in all); pick another"
+            )
+        return value
+
+    @field_validator("aws_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and value not in AWS_REGIONS:
+            close = difflib.get_close_matches(value, sorted(AWS_REGIONS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"must be an AWS region such as eu-central-1; got {value!r}{hint}")
+        return value

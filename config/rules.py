@@ -7,10 +7,12 @@ from collections.abc import Iterator
 
 from config.catalog import (
     AARCH32_FAMILIES,
+    AZURE_RESERVED_ASNS,
     AZURE_VM_SIZES,
     GRAVITON_TYPES,
     MIN_GIB_PER_WORKER_INSTANCE,
     NO_AARCH32_FAMILIES,
+    PRIVATE_ASN_RANGES,
     AzureVmSize,
     GravitonType,
 )
@@ -246,11 +248,35 @@ def _server_tls(settings: FarmSettings) -> Iterator[str]:
         )
 
 
+def _private_asn(asn: int) -> bool:
+    return any(lo <= asn <= hi for lo, hi in PRIVATE_ASN_RANGES)
+
+
+def _asns(settings: FarmSettings) -> Iterator[str]:
+    n = settings.network
+    ranges = " or ".join(f"{lo}..{hi}" for lo, hi in PRIVATE_ASN_RANGES)
+    for key, asn in (("azureAsn", n.azure_asn), ("awsAsn", n.aws_asn)):
+        if not _private_asn(asn):
+            yield f"{NS}:network.{key} must be a private ASN ({ranges}); got {asn}"
+        elif asn in AZURE_RESERVED_ASNS:
+            reserved = ", ".join(str(a) for a in sorted(AZURE_RESERVED_ASNS))
+            yield (
+                f"{NS}:network.{key} {asn} is reserved by Azure ({reserved}); "
+                f"pick another private ASN"
+            )
+    if n.azure_asn == n.aws_asn:
+        yield (
+            f"{NS}:network.azureAsn and {NS}:network.awsAsn must differ (eBGP between "
+            f"the clouds); both are {n.aws_asn}"
+        )
+
+
 def cross_field_errors(settings: FarmSettings) -> list[str]:
     problems: list[str] = list(_graviton(settings))
     problems.extend(_server_tls(settings))
     if settings.mode != "intel-only":
         problems.extend(_aws_network(settings))
+        problems.extend(_asns(settings))
     _size("server.vmSize", settings.server.vm_size, problems)
     worker_size = _size("azureWorkers.vmSize", settings.azure_workers.vm_size, problems)
     w = settings.azure_workers

@@ -315,6 +315,7 @@ UNTAGGABLE = {
     "aws:ec2/route:Route",
     "aws:ec2/routeTableAssociation:RouteTableAssociation",
     "aws:ec2/vpnConnectionRoute:VpnConnectionRoute",
+    "aws:ec2/vpnGatewayRoutePropagation:VpnGatewayRoutePropagation",
     "aws:autoscaling/policy:Policy",
     "aws:ec2/securityGroupRule:SecurityGroupRule",
     "random:index/randomPassword:RandomPassword",

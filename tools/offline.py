@@ -83,12 +83,37 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
         # Resource options by resource name: the mock monitor never sees them.
         self.options: dict[str, dict[str, Any]] = {}
+        # Qualified type (parent types joined by `$`) of each resource seen.
+        self._types: dict[int, str] = {}
+
+    @staticmethod
+    def _aliases(aliases: Any) -> list[str]:
+        """Alias URNs the program gives, filled in as they resolve (before the
+        run returns); the SDKs' own type aliases (Alias objects) are left out."""
+        found: list[str] = []
+        for alias in aliases:
+            if isinstance(alias, str):
+                found.append(alias)
+            elif isinstance(alias, pulumi.Output):
+                alias.apply(found.append)
+        return found
+
+    def _urn_key(self, args: pulumi.ResourceTransformationArgs) -> str:
+        """The resource's URN without its `urn:pulumi:<stack>::<project>::` prefix."""
+        parent = args.opts.parent
+        qualified = args.type_
+        if parent is not None and id(parent) in self._types:
+            qualified = f"{self._types[id(parent)]}${args.type_}"
+        self._types[id(args.resource)] = qualified
+        return f"{qualified}::{args.name}"
 
     def record_options(
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:
         o = args.opts
         self.options[args.name] = {
+            "urn": self._urn_key(args),
+            "aliases": self._aliases(o.aliases or []),
             "protect": bool(o.protect),
             "retain_on_delete": bool(o.retain_on_delete),
             "delete_before_replace": bool(o.delete_before_replace),

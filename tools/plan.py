@@ -152,7 +152,12 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
     out += [
         "",
         f"Server: {s.vm_size}, private {run.outputs.get('serverPrivateIp')}, "
-        f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (protected, kept on delete)",
+        + (
+            f"data disk {s.existing_data_disk_id} attached on /srv/obs (existing)"
+            if s.existing_data_disk_id
+            else f"data disk {s.data_disk_size_gb} GiB Premium SSD on /srv/obs (in the kept "
+            f"resource group, protected, kept on delete)"
+        ),
         *(f"  {line}" for line in server_lines(settings, run)),
         f"SSH/HTTPS{'/82' if s.flavor == 'appliance' else ''} from: "
         f"{', '.join(settings.admin_cidrs) or 'nowhere (adminCidrs is empty)'}",
@@ -160,8 +165,10 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
     if run.of_type("aws:ec2/vpnConnection:VpnConnection"):
         n = settings.network
         out.append(
-            f"Link: site-to-site IPsec VPN, Azure {n.vpn_gateway_sku} gateway <-> AWS virtual "
-            f"private gateway, 2 tunnels, {n.address_space} <-> {n.aws_vpc_cidr} "
+            f"Link: site-to-site IPsec VPN, Azure {n.vpn_gateway_sku} active-active gateway "
+            f"(ASN {n.azure_asn}) <-> AWS virtual private gateway (ASN {n.aws_asn}), "
+            f"{len(run.of_type('azure-native:network:VirtualNetworkGatewayConnection'))} BGP "
+            f"tunnels, {n.address_space} <-> {n.aws_vpc_cidr} learned both ways "
             f"(pre-shared keys are Pulumi secrets)"
         )
     sc = settings.scaler

@@ -57,7 +57,7 @@ def test_network_outputs_are_the_subnets(mocks):
     def check(args):
         server, worker, rg = args
         assert (server, worker) == ("farm-server-subnet-id", "farm-worker-subnet-id")
-        assert rg == "farm-rg"
+        assert rg == "farm-farm-rg"
 
     return pulumi.Output.all(
         net.server_subnet_id, net.worker_subnet_id, net.resource_group_name

@@ -278,6 +278,37 @@ CASES = [
         {"obs-farm:scaler": {"unhealthyMinutes": -1}},
         "obs-farm:scaler.unhealthyMinutes must be at least 1; got -1",
     ),
+    # Issue 12: settings the clouds refuse.
+    (
+        "reserved-username",
+        {"obs-farm:adminUsername": "root"},
+        "obs-farm:adminUsername 'root' is a name Azure reserves",
+    ),
+    (
+        "ssh-two-lines",
+        {"obs-farm:sshPublicKey": BASE["obs-farm:sshPublicKey"] + "\nssh-rsa AAAAB3Nza second"},
+        "obs-farm:sshPublicKey must be a single OpenSSH public key line",
+    ),
+    (
+        "unknown-region",
+        {**AWS, "aws:region": "eu-mars-1"},
+        "aws:region must be an AWS region such as eu-central-1; got 'eu-mars-1'",
+    ),
+    (
+        "aws-asn-65515",
+        {**AWS, "obs-farm:network": {"awsAsn": 65515}},
+        "obs-farm:network.awsAsn 65515 is reserved by Azure",
+    ),
+    (
+        "public-asn",
+        {**AWS, "obs-farm:network": {"azureAsn": 8075}},
+        "obs-farm:network.azureAsn must be a private ASN",
+    ),
+    (
+        "disk-id",
+        {"obs-farm:server": {"existingDataDiskId": "obs-server-data"}},
+        "obs-farm:server.existingDataDiskId must be a managed disk's resource id",
+    ),
 ]
 
 

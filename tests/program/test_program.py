@@ -36,7 +36,9 @@ def mode_of(stack: str) -> str:
 AZURE_CORE = {
     "obs-farm:azure:FarmNetwork": 1,
     "obs-farm:azure:ObsServer": 1,
-    "azure-native:resources:ResourceGroup": 1,
+    # The farm's group and the kept data group.
+    "azure-native:resources:ResourceGroup": 2,
+    "obs-farm:azure:KeptData": 1,
     "azure-native:network:VirtualNetwork": 1,
     "azure-native:network:NetworkSecurityGroup": 2,
     "azure-native:network:NatGateway": 1,
@@ -71,7 +73,7 @@ AWS_AND_LINK = {
     "aws:ec2/eip:Eip": 1,
     "aws:ec2/natGateway:NatGateway": 1,
     "aws:ec2/routeTable:RouteTable": 2,
-    "aws:ec2/route:Route": 2,
+    "aws:ec2/route:Route": 1,
     "aws:ec2/routeTableAssociation:RouteTableAssociation": 4,
     "aws:ec2/securityGroup:SecurityGroup": 1,
     "aws:ec2/launchTemplate:LaunchTemplate": 1,
@@ -81,13 +83,15 @@ AWS_AND_LINK = {
     "aws:iam/role:Role": 1,
     "aws:iam/rolePolicy:RolePolicy": 1,
     "aws:ec2/vpnGateway:VpnGateway": 1,
-    "aws:ec2/customerGateway:CustomerGateway": 1,
-    "aws:ec2/vpnConnection:VpnConnection": 1,
-    "aws:ec2/vpnConnectionRoute:VpnConnectionRoute": 1,
-    "random:index/randomPassword:RandomPassword": 2,
+    "aws:ec2/vpnGatewayRoutePropagation:VpnGatewayRoutePropagation": 1,
+    # One customer gateway and VPN connection per Azure gateway instance,
+    # two tunnels each, one local network gateway and connection per tunnel.
+    "aws:ec2/customerGateway:CustomerGateway": 2,
+    "aws:ec2/vpnConnection:VpnConnection": 2,
+    "random:index/randomPassword:RandomPassword": 4,
     "azure-native:network:VirtualNetworkGateway": 1,
-    "azure-native:network:LocalNetworkGateway": 2,
-    "azure-native:network:VirtualNetworkGatewayConnection": 2,
+    "azure-native:network:LocalNetworkGateway": 4,
+    "azure-native:network:VirtualNetworkGatewayConnection": 4,
 }
 INTERNET = {"*", "0.0.0.0/0", "::/0", "Internet", "any"}
 
@@ -115,8 +119,8 @@ def test_resources_per_mode(stack_run):
         assert not [r for r in run.resources if r.type.startswith(("aws:", "pulumi:providers:aws"))]
     else:
         want.update(AWS_AND_LINK)
-        # + GatewaySubnet, + the VPN gateway's public IP
-        want.update({"azure-native:network:Subnet": 3, "azure-native:network:PublicIPAddress": 3})
+        # + GatewaySubnet, + the active-active VPN gateway's two public IPs
+        want.update({"azure-native:network:Subnet": 3, "azure-native:network:PublicIPAddress": 4})
     assert counts == want
 
 
@@ -416,7 +420,7 @@ def test_data_disk_backup_follows_the_retention_setting():
     }
     assert roles == {
         "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24": "obs-server-data-id",  # Disk Backup Reader
-        "7efff54f-a5b4-42b5-a1c5-5411624893ce": "obs-rg-id",  # Disk Snapshot Contributor
+        "7efff54f-a5b4-42b5-a1c5-5411624893ce": "obs-data-rg-id",  # Disk Snapshot Contributor
     }
 
 

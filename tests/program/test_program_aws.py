@@ -4,6 +4,7 @@ each side's cloud-init runs."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -83,36 +84,77 @@ def test_auto_scaling_group(aws_run):
 
 
 def test_vpn_on_both_sides(aws_run):
+    """Microsoft's Azure-AWS BGP design: active-active gateway, four tunnels,
+    APIPA inside addresses, BGP everywhere, no static prefixes that overlap."""
     _, run = aws_run
-    conn = run.one("aws:ec2/vpnConnection:VpnConnection").inputs
-    assert conn["staticRoutesOnly"] is True
-    keys = [unwrap_secret(conn[f"tunnel{n}PresharedKey"]) for n in (1, 2)]
+    gw = run.one("azure-native:network:VirtualNetworkGateway").inputs
+    assert (gw["gatewayType"], gw["vpnType"]) == ("Vpn", "RouteBased")
+    assert gw["activeActive"] is True and gw["enableBgp"] is True
+    assert gw["bgpSettings"]["asn"] == 65000
+    peering = gw["bgpSettings"]["bgpPeeringAddresses"]
+    configs = [c["name"] for c in gw["ipConfigurations"]]
+    assert (
+        len(configs) == 2 and len({c["publicIPAddress"]["id"] for c in gw["ipConfigurations"]}) == 2
+    )
+    assert [p["ipconfigurationId"].rsplit("/", 1)[1] for p in peering] == configs
+    assert all(
+        p["ipconfigurationId"].split("/virtualNetworkGateways/")[1].split("/")[0]
+        == gw["virtualNetworkGatewayName"]
+        for p in peering
+    )
+    azure_bgp = {ip for p in peering for ip in p["customBgpIpAddresses"]}
+    apipa = ipaddress.ip_network("169.254.21.0/24"), ipaddress.ip_network("169.254.22.0/24")
+    assert len(azure_bgp) == 4 and all(
+        any(ipaddress.ip_address(ip) in n for n in apipa) for ip in azure_bgp
+    )
+
+    vgw = run.one("aws:ec2/vpnGateway:VpnGateway").inputs
+    assert vgw["amazonSideAsn"] == "64512"
+    cgws = run.of_type("aws:ec2/customerGateway:CustomerGateway")
+    assert {c.inputs["bgpAsn"] for c in cgws} == {"65000"}
+    conns = run.of_type("aws:ec2/vpnConnection:VpnConnection")
+    assert len(conns) == 2 and all(c.inputs["staticRoutesOnly"] is False for c in conns)
+    inside = [c.inputs[f"tunnel{n}InsideCidr"] for c in conns for n in (1, 2)]
+    nets = [ipaddress.ip_network(c) for c in inside]
+    assert all(n.prefixlen == 30 and any(n.subnet_of(a) for a in apipa) for n in nets)
+    assert len(set(inside)) == 4
+    # Each AWS tunnel's Azure-side address is the second host of its /30, and
+    # it is one of the gateway's custom BGP addresses.
+    assert {str(list(n.hosts())[1]) for n in nets} == azure_bgp
+    keys = [unwrap_secret(c.inputs[f"tunnel{n}PresharedKey"]) for c in conns for n in (1, 2)]
     assert all(secret for secret, _ in keys), "pre-shared keys must stay Pulumi secrets"
     plain = {k for _, k in keys}
-    assert len(plain) == 2 and all(len(k) == 40 and k[0] != "0" for k in plain)
-    route = run.one("aws:ec2/vpnConnectionRoute:VpnConnectionRoute").inputs
-    assert route["destinationCidrBlock"] == "10.40.0.0/16"
-    to_azure = [
+    assert len(plain) == 4 and all(len(k) == 40 and k[0] != "0" for k in plain)
+    # No static routes: AWS learns the Azure space by BGP and propagates it.
+    assert not run.of_type("aws:ec2/vpnConnectionRoute:VpnConnectionRoute")
+    assert not [
         r
         for r in run.of_type("aws:ec2/route:Route")
         if r.inputs["destinationCidrBlock"] == "10.40.0.0/16"
     ]
-    assert len(to_azure) == 1 and to_azure[0].inputs["gatewayId"].endswith("vgw-id")
-    lngs = run.of_type("azure-native:network:LocalNetworkGateway")
-    assert sorted(lng.inputs["gatewayIpAddress"] for lng in lngs) == [
-        "198.51.100.201",
-        "198.51.100.202",
-    ]
-    assert all(
-        lng.inputs["localNetworkAddressSpace"]["addressPrefixes"] == ["10.41.0.0/16"]
-        for lng in lngs
+    prop = run.one("aws:ec2/vpnGatewayRoutePropagation:VpnGatewayRoutePropagation").inputs
+    assert prop["vpnGatewayId"].endswith("vgw-id") and prop["routeTableId"].endswith(
+        "private-rt-id"
     )
-    conns = run.of_type("azure-native:network:VirtualNetworkGatewayConnection")
-    shared = [unwrap_secret(c.inputs["sharedKey"]) for c in conns]
+
+    lngs = run.of_type("azure-native:network:LocalNetworkGateway")
+    aws_bgp = {str(next(iter(n.hosts()))) for n in nets}
+    assert {lng.inputs["bgpSettings"]["bgpPeeringAddress"] for lng in lngs} == aws_bgp
+    assert {lng.inputs["bgpSettings"]["asn"] for lng in lngs} == {64512}
+    prefixes = [
+        p for lng in lngs for p in lng.inputs["localNetworkAddressSpace"]["addressPrefixes"]
+    ]
+    # Each gateway's only prefix is its peer's /32: none overlap, and the VPC
+    # range is learned, not configured.
+    assert sorted(prefixes) == sorted(f"{ip}/32" for ip in aws_bgp)
+    azconns = run.of_type("azure-native:network:VirtualNetworkGatewayConnection")
+    assert len(azconns) == 4 and all(c.inputs["enableBgp"] is True for c in azconns)
+    shared = [unwrap_secret(c.inputs["sharedKey"]) for c in azconns]
     assert all(secret for secret, _ in shared)
     assert {k for _, k in shared} == plain
-    gw = run.one("azure-native:network:VirtualNetworkGateway").inputs
-    assert (gw["gatewayType"], gw["vpnType"]) == ("Vpn", "RouteBased")
+    for c in azconns:
+        custom = c.inputs["gatewayCustomBgpIpAddresses"]
+        assert {x["customBgpIpAddress"] for x in custom} <= azure_bgp and len(custom) == 2
     subnet = next(
         s for s in run.of_type("azure-native:network:Subnet") if s.name == "obs-gateway-subnet"
     )
@@ -122,7 +164,7 @@ def test_vpn_on_both_sides(aws_run):
 def test_preshared_keys_never_reach_user_data(aws_run):
     _, run = aws_run
     _, key = unwrap_secret(
-        run.one("aws:ec2/vpnConnection:VpnConnection").inputs["tunnel1PresharedKey"]
+        run.of_type("aws:ec2/vpnConnection:VpnConnection")[0].inputs["tunnel1PresharedKey"]
     )
     docs = [lt_user_data(run)]
     vm = run.one("azure-native:compute:VirtualMachine").inputs["osProfile"]["customData"]

@@ -177,7 +177,7 @@ def test_azure_roles_are_scoped_to_the_pool_and_its_vms_only(before):
     assert set(assignments) == {"obs-scaler-pool", "obs-scaler-vm-reader"}
     pool, reader = assignments["obs-scaler-pool"], assignments["obs-scaler-vm-reader"]
     assert pool["scope"] == "azure-x86-vmss-id"  # the scale set, nothing wider
-    assert reader["scope"] == "obs-rg-id"
+    assert reader["scope"] == "obs-farm-rg-id"
     for a in assignments.values():
         assert (a["principalId"], a["principalType"]) == (
             "mock-server-principal",
@@ -192,7 +192,7 @@ def test_azure_roles_are_scoped_to_the_pool_and_its_vms_only(before):
     assert all(a.startswith("Microsoft.Compute/virtualMachineScaleSets/") for a in pool_actions)
     assert not [a for d in defs.values() for a in d["permissions"][0]["actions"] if "*" in a]
     for d in defs.values():
-        assert d["roleType"] == "CustomRole" and d["assignableScopes"] == ["obs-rg-id"]
+        assert d["roleType"] == "CustomRole" and d["assignableScopes"] == ["obs-farm-rg-id"]
     # Custom role ids are GUIDs of our own, stable from one `up` to the next.
     ids = [d["roleDefinitionId"] for d in defs.values()]
     assert len({str(uuid.UUID(i)) for i in ids}) == 2
