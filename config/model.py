@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -171,6 +171,9 @@ class FarmSettings(_Model):
     aws_region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")] | None = None
     # Warnings for the plan and `pulumi up` (retiring sizes, ...); not config.
     warnings: tuple[str, ...] = ()
+    # Negotiated prices replacing entries of the rebuild estimate's price
+    # table (estimate/prices.yaml); not used by anything deployed.
+    prices: dict[str, Any] = {}
 
     @field_validator("architectures")
     @classmethod
@@ -187,3 +190,10 @@ class FarmSettings(_Model):
     @classmethod
     def _ssh(cls, value: str) -> str:
         return _check_ssh_public_key(value)
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from estimate.prices import check_override
+
+        return check_override(value)
