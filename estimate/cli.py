@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 
@@ -31,7 +32,12 @@ def compare(stacks: list[str], workload_name: str, stack_dir: Path) -> str:
     ]
     out = [f"Rebuild of workload {workload_name} per stack (estimate/model.py):", ""]
     out += compare_table(estimates)
-    notes = sorted({n for e in estimates for n in price_notes(e)})
+    union = dataclasses.replace(
+        estimates[0],
+        missing_prices=sorted({k for e in estimates for k in e.missing_prices}),
+        stale_prices=sorted({k for e in estimates for k in e.stale_prices}),
+    )
+    notes = price_notes(union, show=100)
     if notes:
         out += ["", *notes]
     return "\n".join(out)

@@ -74,11 +74,12 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def price_notes(e: Estimate) -> list[str]:
+def price_notes(e: Estimate, show: int = 6) -> list[str]:
     notes = []
     if e.missing_prices:
-        shown = ", ".join(e.missing_prices[:6])
-        more = f" and {len(e.missing_prices) - 6} more" if len(e.missing_prices) > 6 else ""
+        shown = ", ".join(e.missing_prices[:show])
+        extra = len(e.missing_prices) - show
+        more = f" and {extra} more" if extra > 0 else ""
         notes.append(
             f"! no price for {shown}{more} in estimate/prices.yaml: costs that need them are "
             "unknown; set them in obs-farm:prices (see README, Rebuild estimate)"
