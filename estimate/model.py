@@ -302,6 +302,8 @@ def estimate(
         and p.as_of is not None
         and (now - p.as_of).days > STALE_AFTER_DAYS
     )
+    if (now - table.compiled).days > STALE_AFTER_DAYS:
+        stale.insert(0, f"the price table (compiled {table.compiled.isoformat()})")
     return Estimate(
         stack=stack,
         workload=workload.name,
