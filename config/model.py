@@ -12,7 +12,7 @@ import binascii
 import difflib
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -244,6 +244,9 @@ class FarmSettings(_Model):
     aws_region: Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")] | None = None
     # Warnings for the plan and `pulumi up` (retiring sizes, ...); not config.
     warnings: tuple[str, ...] = ()
+    # Negotiated prices replacing entries of the rebuild estimate's price
+    # table (estimate/prices.yaml); not used by anything deployed.
+    prices: dict[str, Any] = {}
 
     @field_validator("architectures")
     @classmethod
@@ -279,3 +282,10 @@ class FarmSettings(_Model):
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"must be an AWS region such as eu-central-1; got {value!r}{hint}")
         return value
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from estimate.prices import check_override
+
+        return check_override(value)

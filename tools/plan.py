@@ -1,17 +1,22 @@
 """Offline plan: what `pulumi up` would build for a stack, before paying for it.
 
-    python -m tools.plan STACK [--out DIR]
+    python -m tools.plan STACK [--out DIR] [--workload NAME] [--json]
+    python -m tools.plan --compare STACK STACK ... [--workload NAME]
 
 Reads Pulumi.STACK.yaml, validates it, runs the program with the cloud
 mocked, and prints the worker topology, resource counts by type and the
 paths of the rendered cloud-init documents it wrote (decoded from the exact
 customData the program registers). Bad config: the message and exit 2.
+`--workload NAME` adds the rebuild estimate of workloads/NAME.yaml (see
+estimate/), `--json` prints everything as JSON, `--compare` prints one
+table of rebuild time and cost across stacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import Any
 
 from components.topology import WorkerPool, worker_pools
 from config import ConfigError, FarmSettings, load_settings
+from estimate.workload import WorkloadError
 from tools.offline import (
     ROOT,
     ProgramRun,
@@ -209,9 +215,53 @@ def plan(stack: str, out_dir: Path, stack_dir: Path = ROOT) -> str:
     return render(stack, settings, run, written)
 
 
+def plan_json(
+    stack: str, out_dir: Path, stack_dir: Path = ROOT, workload: str | None = None
+) -> dict[str, Any]:
+    """The plan as data (`--json`); with a workload, its rebuild estimate."""
+    from estimate.cli import estimate_stack
+    from estimate.report import to_json
+
+    raw = read_stack_config(stack, stack_dir)
+    settings = load_settings(raw)
+    run = run_program(stack, raw)
+    written = write_documents(user_data_documents(run), out_dir)
+    counts = Counter(r.type for r in run.resources if not r.type.startswith("obs-farm:"))
+    doc: dict[str, Any] = {
+        "stack": stack,
+        "mode": settings.mode,
+        "location": settings.location,
+        "architectures": list(settings.architectures),
+        "warnings": list(settings.warnings),
+        "topology": [p.to_output() for p in worker_pools(settings)],
+        "server": {
+            "vmSize": settings.server.vm_size,
+            "privateIp": run.outputs.get("serverPrivateIp"),
+        },
+        "resources": dict(sorted(counts.items())),
+        "documents": {name: str(path) for name, path in written.items()},
+    }
+    if workload:
+        doc["estimate"] = to_json(estimate_stack(stack, settings, workload))
+    return doc
+
+
+def _with_estimate(text: str, stack: str, stack_dir: Path, workload: str) -> str:
+    from estimate.cli import estimate_stack
+    from estimate.report import render_text
+
+    settings = load_settings(read_stack_config(stack, stack_dir))
+    return "\n".join([text, "", *render_text(estimate_stack(stack, settings, workload))])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plan", description=__doc__.splitlines()[0])
-    parser.add_argument("stack", help="stack name: reads Pulumi.STACK.yaml")
+    parser.add_argument("stack", nargs="?", help="stack name: reads Pulumi.STACK.yaml")
+    parser.add_argument("--workload", help="add the rebuild estimate of workloads/NAME.yaml")
+    parser.add_argument("--json", action="store_true", help="print everything as JSON")
+    parser.add_argument(
+        "--compare", nargs="+", metavar="STACK", help="rebuild time and cost across stacks"
+    )
     parser.add_argument(
         "--out", type=Path, help="where to write cloud-init (default build/plan/STACK)"
     )
@@ -219,14 +269,34 @@ def main(argv: list[str] | None = None) -> int:
         "--stack-dir", type=Path, default=ROOT, help="where Pulumi.STACK.yaml is (default: here)"
     )
     args = parser.parse_args(argv)
-    out_dir = args.out or ROOT / "build" / "plan" / args.stack
+    if bool(args.stack) == bool(args.compare):
+        parser.error("give a STACK or --compare STACK STACK ...")
+    stack = args.stack or ""
     try:
-        print(plan(args.stack, out_dir, args.stack_dir))
+        if args.compare:
+            from estimate.cli import DEFAULT_WORKLOAD, compare
+
+            for stack in args.compare:  # each validated, its name in any error
+                load_settings(read_stack_config(stack, args.stack_dir))
+            print(compare(args.compare, args.workload or DEFAULT_WORKLOAD, args.stack_dir))
+            return 0
+        out_dir = args.out or ROOT / "build" / "plan" / stack
+        if args.json:
+            doc = plan_json(stack, out_dir, args.stack_dir, args.workload)
+            print(json.dumps(doc, indent=2))
+        elif args.workload:
+            text = plan(stack, out_dir, args.stack_dir)
+            print(_with_estimate(text, stack, args.stack_dir, args.workload))
+        else:
+            print(plan(stack, out_dir, args.stack_dir))
     except StackFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WorkloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except ConfigError as err:
-        print(f"error: invalid stack config in Pulumi.{args.stack}.yaml:", file=sys.stderr)
+        print(f"error: invalid stack config in Pulumi.{stack}.yaml:", file=sys.stderr)
         for problem in err.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2

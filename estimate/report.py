@@ -1,0 +1,156 @@
+"""The estimate as the plan prints it: a text section, JSON, a compare table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from estimate.model import Estimate
+
+
+def _money(value: float | None, currency: str) -> str:
+    return "unknown" if value is None else f"{value:,.0f} {currency}"
+
+
+def to_json(e: Estimate) -> dict[str, Any]:
+    """The contract: rebuild.hours, rebuild.vmHours, rebuild.cost,
+    idle.costPerMonth, currency, pricesAsOf, and per pool and architecture
+    the instance count and execution kind."""
+    return {
+        "stack": e.stack,
+        "workload": e.workload,
+        "rebuild": {
+            "hours": round(e.hours, 2),
+            "vmHours": round(e.vm_hours, 1),
+            "cost": None if e.rebuild_cost is None else round(e.rebuild_cost, 2),
+            "bottleneck": (
+                {"pool": e.bottleneck.pool, "arch": e.bottleneck.arch} if e.bottleneck else None
+            ),
+        },
+        "idle": {
+            "costPerMonth": (
+                None if e.idle_cost_per_month is None else round(e.idle_cost_per_month, 2)
+            )
+        },
+        "currency": e.currency,
+        "pricesAsOf": e.prices_as_of,
+        "missingPrices": e.missing_prices,
+        "stalePrices": e.stale_prices,
+        "unbuildableArchitectures": e.unbuildable,
+        "pools": [
+            {
+                "pool": p.pool.name,
+                "cloud": p.pool.cloud,
+                "vmSize": p.pool.vm_size,
+                "minVms": p.pool.min_vms,
+                "maxVms": p.pool.max_vms,
+                "spot": p.pool.spot,
+                "vmsUsed": p.vms_used,
+                "vmHours": round(p.vm_hours, 1),
+                "cost": None if p.cost is None else round(p.cost, 2),
+                "architectures": [
+                    {
+                        "arch": g.arch,
+                        "execution": g.execution,
+                        "instances": {"min": g.instances_min, "max": g.instances_max},
+                        "jobsPerInstance": g.jobs_per_instance,
+                        "slowdown": round(g.slowdown, 3),
+                        "jobs": g.jobs,
+                        "busyHours": round(g.busy_hours, 1),
+                        "finishHours": round(g.finish_hours, 2),
+                    }
+                    for g in e.groups
+                    if g.pool == p.pool.name
+                ],
+            }
+            for p in e.pools
+        ],
+    }
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def price_notes(e: Estimate, show: int = 6) -> list[str]:
+    notes = []
+    if e.missing_prices:
+        shown = ", ".join(e.missing_prices[:show])
+        extra = len(e.missing_prices) - show
+        more = f" and {extra} more" if extra > 0 else ""
+        notes.append(
+            f"! no price for {shown}{more} in estimate/prices.yaml: costs that need them are "
+            "unknown; set them in obs-farm:prices (see README, Rebuild estimate)"
+        )
+    if e.stale_prices:
+        notes.append(
+            f"! prices older than 6 months: {', '.join(e.stale_prices)}; check them against "
+            "the clouds' price lists"
+        )
+    return notes
+
+
+def render_text(e: Estimate) -> list[str]:
+    b = e.bottleneck
+    out = [
+        f"Rebuild estimate (workload {e.workload}; model: estimate/model.py):",
+        f"  rebuild: {e.hours:.1f} h ({e.hours / 24:.1f} days), {e.vm_hours:,.0f} worker VM-hours, "
+        f"cost {_money(e.rebuild_cost, e.currency)}",
+        f"  idle farm: {_money(e.idle_cost_per_month, e.currency)} per month"
+        + (f"; prices as of {e.prices_as_of}" if e.prices_as_of else ""),
+    ]
+    if b:
+        out.append(f"  bottleneck: {b.arch} on {b.pool} ({b.execution}, {b.slowdown:g}x native)")
+    rows: list[tuple[str, ...]] = [
+        ("pool", "arch", "execution", "instances", "slowdown", "jobs", "busy h", "done at h")
+    ]
+    for g in e.groups:
+        rows.append(
+            (
+                g.pool,
+                g.arch,
+                g.execution,
+                f"{g.instances_min}..{g.instances_max}",
+                f"{g.slowdown:g}x",
+                str(g.jobs),
+                f"{g.busy_hours:,.0f}",
+                f"{g.finish_hours:.1f}",
+            )
+        )
+    out += [f"  {line}" for line in _table(rows)]
+    for p in e.pools:
+        out.append(
+            f"  {p.pool.name}: {p.vms_used} of {p.pool.max_vms} {p.pool.vm_size} used, "
+            f"{p.vm_hours:,.0f} VM-hours{' (Spot)' if p.pool.spot else ''}, "
+            f"{_money(p.cost, e.currency)}"
+        )
+    if e.unbuildable:
+        out.append(f"  ! no worker builds {', '.join(e.unbuildable)}: those jobs are left out")
+    out += [f"  {n}" for n in price_notes(e)]
+    out.append(
+        "  Ignored: build dependencies, scheduler/dispatcher time, downloads, failed builds, "
+        "Spot evictions, OBS's dispatch order."
+    )
+    return out
+
+
+def compare_table(estimates: list[Estimate]) -> list[str]:
+    rows: list[tuple[str, ...]] = [
+        ("stack", "rebuild h", "days", "VM-hours", "rebuild cost", "idle cost/month", "bottleneck")
+    ]
+    for e in estimates:
+        b = e.bottleneck
+        rows.append(
+            (
+                e.stack,
+                f"{e.hours:.1f}",
+                f"{e.hours / 24:.1f}",
+                f"{e.vm_hours:,.0f}",
+                _money(e.rebuild_cost, e.currency),
+                _money(e.idle_cost_per_month, e.currency),
+                f"{b.arch} ({b.execution}, {b.pool})" if b else "-",
+            )
+        )
+    return _table(rows)
