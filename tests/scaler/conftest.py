@@ -1,10 +1,5 @@
-"""The scaler package lives in scaler/ (installed on the server on its own)."""
+"""Importing the package puts scaler/ on sys.path (tests/scaler/__init__.py)."""
 
-from __future__ import annotations
+from tests.scaler import SCALER
 
-import sys
-from pathlib import Path
-
-SCALER = Path(__file__).resolve().parents[2] / "scaler"
-if str(SCALER) not in sys.path:
-    sys.path.insert(0, str(SCALER))
+__all__ = ["SCALER"]

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from obs_farm_scaler.config import AwsTarget, AzureTarget
+from obs_farm_scaler.config import AzureTarget
 
 from tests.scaler.azure_standin import ArmStandIn, ScaleSet, model_problems
+from tests.scaler.helpers import aws_target, make_group
 
 AZ = AzureTarget("00000000-0000-0000-0000-000000000001", "obs-rg", "azure-x86-vmss")
 
@@ -110,42 +111,6 @@ def moto(tmp_path, monkeypatch):
         yield f"http://{host}:{port}"
     finally:
         server.stop()
-
-
-def make_group(endpoint: str, name: str = "graviton-asg", desired: int = 0) -> None:
-    import boto3
-
-    kw = {"region_name": "eu-central-1", "endpoint_url": endpoint,
-          "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}  # fmt: skip
-    ec2 = boto3.client("ec2", **kw)
-    ec2.create_launch_template(
-        LaunchTemplateName=f"{name}-lt",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "c7g.large"},
-    )
-    asg = boto3.client("autoscaling", **kw)
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName=name,
-        LaunchTemplate={"LaunchTemplateName": f"{name}-lt", "Version": "$Latest"},
-        MinSize=0,
-        MaxSize=4,
-        DesiredCapacity=desired,
-        AvailabilityZones=["eu-central-1a"],
-        NewInstancesProtectedFromScaleIn=True,
-    )
-    asg.put_lifecycle_hook(
-        LifecycleHookName="graviton-drain",
-        AutoScalingGroupName=name,
-        LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING",
-        HeartbeatTimeout=900,
-        DefaultResult="CONTINUE",
-    )
-
-
-def aws_target() -> AwsTarget:
-    return AwsTarget(
-        "eu-central-1", "graviton-asg", "graviton-drain",
-        "arn:aws:iam::123456789012:role/obs-farm-scaler", "api://obs-farm-scaler",
-    )  # fmt: skip
 
 
 def test_aws_pool_with_web_identity_scales_out_and_terminates_exactly_one(moto, arm, monkeypatch):

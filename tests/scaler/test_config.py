@@ -7,7 +7,7 @@ import sys
 import pytest
 from obs_farm_scaler.config import ConfigError, load, parse
 
-from tests.scaler.conftest import SCALER
+from tests.scaler import SCALER
 from tests.scaler.helpers import DEV_POOL, GRAVITON_POOL, pool, settings
 
 CONTRACT = SCALER / "CONTRACT.md"
