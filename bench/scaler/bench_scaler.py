@@ -49,7 +49,7 @@ ARCHS = (("x86_64", "x86_64"), ("armv7hl", "armv7l"), ("aarch64", "aarch64"))
 
 
 def workerstatus_xml(hosts: list[str]) -> bytes:
-    lines = ['<workerstatus clients="%d">' % (len(hosts) * 6)]
+    lines = [f'<workerstatus clients="{len(hosts) * 6}">']
     for i, host in enumerate(hosts):
         for arch, hostarch in ARCHS:
             for n in (1, 2):
@@ -111,10 +111,10 @@ def main() -> None:
     raw = json.loads(CONTRACT.read_text().split("```json", 1)[1].split("```", 1)[0])
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     moto.start()
-    endpoint = "http://%s:%d" % moto.get_host_and_port()
-    print(
-        f"{'workers':>8} {'parse ms':>9} {'decide ms':>10} {'poll ms':>8} {'ARM calls/min':>14} {'AWS calls/min':>14}"
-    )
+    host, port = moto.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    heads = ("workers", "parse ms", "decide ms", "poll ms", "ARM calls/min", "AWS calls/min")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(heads, (8, 9, 10, 8, 14, 14), strict=True)))
     with tempfile.TemporaryDirectory() as tmp:
         for n_workers in (10, 100, 1000):
             machines = max(1, round(n_workers / 6))
@@ -147,10 +147,10 @@ def main() -> None:
                 scaler = Scaler(settings, {"azure-x86": azure, "aws-graviton": aws},
                                 health_file=str(d / "health.json"))  # fmt: skip
                 scaler.poll()  # warm up: token, connections, first decision
-                obs = Observed(status, {"azure-x86": azure.observe(), "aws-graviton": aws.observe()},
-                               scaler.memory)  # fmt: skip
-                t_parse = timed(lambda: parse_workerstatus(body), 20)
-                t_decide = timed(lambda: decide(obs, settings, time.time()), 20)
+                pools = {"azure-x86": azure.observe(), "aws-graviton": aws.observe()}
+                obs = Observed(status, pools, scaler.memory)
+                t_parse = timed(lambda b=body: parse_workerstatus(b), 20)
+                t_decide = timed(lambda o=obs, s=settings: decide(o, s, time.time()), 20)
                 arm_before, aws_before = azure.calls, aws.calls
                 arm_requests = len(arm.requests)
                 t_poll = timed(scaler.poll, args.polls)
