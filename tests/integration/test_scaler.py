@@ -332,3 +332,46 @@ def test_repserver_or_cloud_failing_deletes_nothing_and_recovers(backend, workdi
             assert arm.set.capacity == 0 and not fleet.machines
     proxy.off()
     record("scaler failure: recovery -> 2 idle machines deleted", f"{t_done - t0:.1f} s")
+
+
+def test_drain_stops_dispatch_and_survives_a_worker_restart(backend, fleet):
+    """The drain mechanism itself, on the real repserver and dispatcher."""
+    from obs_farm_scaler.repserver import Workers, fetch_workerstatus
+
+    pool = pool_of("dev", "azure-x86")
+    a = fleet.start(pool, "draina1")
+    wait_for("draina1's workers", lambda: registered(backend, a.worker_ids()), 120)
+    # the scaler's own parser reads the real document as the harness does
+    ours = fetch_workerstatus(backend.reposerver)
+    theirs = backend.workerstatus()
+    assert {(w.workerid, w.state, w.hostarch) for w in ours.workers} == {
+        (w.workerid, w.state, w.hostarch) for w in theirs.workers}  # fmt: skip
+    workers = Workers(backend.bsdir)
+    moved = workers.drain("draina1")
+    assert {m.split(":", 1)[1] for m in moved} == a.worker_ids()
+    status = backend.workerstatus()
+    assert {w.workerid for w in status.down} >= a.worker_ids()
+    assert not {w.workerid for w in status.idle} & a.worker_ids()
+    # The machine's workers restart (a reboot): the disable entry keeps them down.
+    fleet.stop("draina1")
+    a = fleet.start(pool, "draina1")
+    time.sleep(8)
+    assert all(p.poll() is None for p in a.procs), "restarted workers exited"
+    assert not {w.workerid for w in backend.workerstatus().idle} & a.worker_ids()
+    # A job for an architecture only the drained machine has stays waiting.
+    since = time.time()
+    backend.create_package("idle", "hello-obs", HELLO_OBS)
+    wait_for("the job to wait", lambda: backend.workerstatus().waiting.get("x86_64", 0) > 0, 60)
+    time.sleep(15)
+    status = backend.workerstatus()
+    assert status.waiting.get("x86_64", 0) > 0
+    assert not any(w.workerid.startswith("draina1:") for w in status.building)
+    # Another machine takes it.
+    b = fleet.start(pool, "drainb1")
+    result = finish_build(backend, "idle", "x86_64", since, "after drain")
+    assert result.workerid == "drainb1:x86_64-1"
+    fleet.stop("draina1")
+    workers.forget("draina1")
+    left = [w.workerid for w in backend.workerstatus().workers if w.workerid.startswith("draina1:")]
+    assert left == [] and "draina1" not in workers.drained_hosts()
+    assert b.host in fleet.machines
