@@ -196,7 +196,9 @@ class Scaler:
             ok = self.poll()
             if once:
                 return ok
-            # Back off while something fails; back to the poll interval at once after.
-            delay = self.settings.poll_seconds if ok else min(MAX_BACKOFF_S, delay * 2)
+            # Back off while something fails (doubling, at most 6 poll intervals
+            # or a minute); back to the poll interval at once after.
+            poll = self.settings.poll_seconds
+            delay = poll if ok else min(MAX_BACKOFF_S, 6 * poll, delay * 2)
             if stop.wait(max(0.0, delay - (time.monotonic() - started))):
                 return ok

@@ -262,7 +262,7 @@ def test_safe_shrink_deletes_only_the_idle_machine(backend, workdir, fleet):
         ids = {w for h in hosts for w in fleet.machines[h].worker_ids()}
         wait_for("both machines' workers", lambda: registered(backend, ids), 120)
         since = time.time()
-        backend.create_package("shrink", "hello-obs", slow_hello(workdir, 75))
+        backend.create_package("shrink", "hello-obs", slow_hello(workdir, 50))
         busy = wait_for("the long job to start", lambda: [
             w for w in backend.workerstatus().building if w.project == "shrink"], 120)  # fmt: skip
         busy_host = busy[0].workerid.split(":")[0]
