@@ -134,7 +134,9 @@ class Fleet:
     def start(self, pool: WorkerPool, host: str) -> Machine:
         with self.lock:
             self.count += 1
-            m = Machine(pool, host, self.root / host, self.reposerver, 1000 * self.count,
+            # a directory per start: a machine may come back under its name
+            m = Machine(pool, host, self.root / f"{host}-{self.count}", self.reposerver,
+                        1000 * self.count,
                         self.code_dir)  # fmt: skip
             self.machines[host] = m
             self.events.append((time.time(), "start", host))
