@@ -21,7 +21,9 @@ from typing import Any
 from .config import AzureTarget
 from .model import Machine, PoolState
 
-GONE = ("Deleting", "Failed")
+# A VM being deleted is gone for the scaler. A VM that failed to provision
+# stays listed: it never registers, so the boot timeout reaps it.
+GONE = ("Deleting",)
 
 
 def credential() -> Any:
@@ -69,6 +71,8 @@ class AzurePool:
             if not host:
                 continue  # not ours to judge: never deleted for lack of a name
             created = props.time_created.timestamp() if props.time_created else None
+            # (azure-mgmt-compute 39 nests these under `properties`; the
+            # requirement is pinned to the major version tested here.)
             machines.append(Machine(id=str(vm.name), host=host, created=created))
         self.calls += 1
         return PoolState(capacity, tuple(machines))
