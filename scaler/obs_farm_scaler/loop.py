@@ -68,7 +68,14 @@ class Scaler:
         self.clock = clock
         self.health_file = health_file
         self.dry_run = dry_run
-        self.memory = Memory()
+        # Machines a previous run drained stay drained: they are deleted once
+        # none of their workers builds (the confirm wait has long passed).
+        try:
+            drained = dict.fromkeys(self.workers.drained_hosts(), 0.0)
+        except OSError as e:
+            log.warning("cannot read drained machines: %s", e)
+            drained = {}
+        self.memory = Memory(drained=drained)
         self.last_lines: dict[str, str] = {}
         self.last_success: float | None = None
         self.absent_since: dict[str, float] = {}

@@ -98,3 +98,11 @@ def test_an_unreachable_repserver_makes_the_poll_incomplete(world):
     assert health["ok"] is False and health["lastSuccess"] is None
     assert health["pools"]["azure-x86"]["why"] == "repserver unreachable: nothing changes"
     assert {r.method for r in arm.requests} == {"GET"}
+
+
+def test_a_restarted_scaler_remembers_what_it_drained(world):
+    from obs_farm_scaler.repserver import Workers
+
+    rep, arm, settings, tmp_path = world
+    Workers(settings.bsdir).drain("vm7")
+    assert dict(scaler(settings, tmp_path, lambda: 1000.0).memory.drained) == {"vm7": 0.0}
