@@ -103,6 +103,6 @@ def test_an_unreachable_repserver_makes_the_poll_incomplete(world):
 def test_a_restarted_scaler_remembers_what_it_drained(world):
     from obs_farm_scaler.repserver import Workers
 
-    rep, arm, settings, tmp_path = world
+    _, _, settings, tmp_path = world
     Workers(settings.bsdir).drain("vm7")
     assert dict(scaler(settings, tmp_path, lambda: 1000.0).memory.drained) == {"vm7": 0.0}
