@@ -255,7 +255,10 @@ class ScalerProcess:
         )  # fmt: skip
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            tail = "\n".join(self.log().splitlines()[-80:])
+            print(f"--- scaler log ({self.log_path}), last lines ---\n{tail}\n---")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:

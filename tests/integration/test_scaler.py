@@ -166,81 +166,6 @@ def test_dev_pool_starts_from_zero_on_waiting_aarch64_jobs(backend, workdir, fle
     assert latency <= 10
 
 
-@pytest.fixture
-def moto_server(workdir, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-def aws_env(endpoint: str, workdir: Path) -> dict[str, str]:
-    """No keys: the scaler gets AWS credentials only through web identity."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
-            "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials")}  # fmt: skip
-
-
-def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fleet, moto_server):
-    import boto3
-
-    azure_pool, graviton = pool_of("hybrid", "azure-x86"), pool_of("hybrid", "aws-graviton")
-    assert graviton.min_vms == 0
-    make_group(moto_server)
-    asg = boto3.client("autoscaling", region_name="eu-central-1", endpoint_url=moto_server,
-                       aws_access_key_id="watch", aws_secret_access_key="watch")  # fmt: skip
-    with standin(workdir, "hyb-vmss", azure_pool, fleet) as arm, \
-            MotoWatcher(asg, "graviton-asg", graviton, fleet) as moto:  # fmt: skip
-        arm.set_capacity(azure_pool.min_vms)  # the Azure pool is at its min (1) already
-        (azure_host,) = list(fleet.machines)
-        config = scaler_config("hybrid", backend.reposerver, backend.bsdir, {
-            "azure-x86": azure_target("hyb-vmss"),
-            "aws-graviton": {"region": "eu-central-1", "autoScalingGroup": "graviton-asg",
-                             "lifecycleHook": "graviton-drain",
-                             "roleArn": "arn:aws:iam::123456789012:role/obs-farm-scaler",
-                             "webIdentityAudience": "api://obs-farm-scaler"}})  # fmt: skip
-        with ScalerProcess(workdir / "scaler-hybrid", config,
-                           {**arm.env(), **aws_env(moto_server, workdir)}) as scaler:  # fmt: skip
-            wait_for("the scaler's first poll", scaler.health_data, 60)
-            wait_for("the group's capacity", lambda: moto.capacity_changes, 30)
-            assert moto.capacity_changes[-1][1] == 0
-            with QueueWatch(backend, "aarch64") as queue:
-                since = time.time()
-                # Only a native worker may take it: the emulated Azure workers
-                # are idle and would otherwise build it.
-                backend.create_package("hyb0", "hello-obs", HELLO_OBS, extra_files={
-                    "_constraints": "<constraints><hostlabel>obs-farm-native</hostlabel></constraints>\n"})  # fmt: skip
-                wait_for("Graviton capacity", lambda: moto.capacity_changes[-1][1] >= 1, 120, 0.1)
-            requested_at, capacity = moto.capacity_changes[-1]
-            assert capacity == 1  # 1 job, 4 aarch64 instances per machine
-            assert queue.first is not None
-            host = wait_for(
-                "a Graviton machine", lambda: [h for h in fleet.machines if h.startswith("i-")], 60
-            )[0]
-            ids = fleet.machines[host].worker_ids()
-            wait_for(f"{host}'s workers to register", lambda: registered(backend, ids), 180)
-            t_registered = time.time()
-            result = finish_build(backend, "hyb0", "aarch64", since, "hybrid from zero")
-            assert result.workerid.startswith(f"{host}:aarch64-")
-            # Azure stayed at its min: the native pool took the demand first.
-            assert [r.body for r in arm.capacity_requests()] == []
-            assert azure_host in fleet.machines
-    latency = requested_at - queue.first
-    record(
-        "scaler hybrid: job waiting -> Graviton capacity",
-        f"{latency:.1f} s (goal <= 10 s; watcher samples every 0.3 s)",
-    )
-    record("scaler hybrid: request -> workers registered", f"{t_registered - requested_at:.1f} s")
-    record("scaler hybrid: aarch64 build (job on new machine)",
-           f"{result.job_seconds or result.wall_seconds:.0f} s")  # fmt: skip
-    assert latency <= 10
-
-
 def slow_hello(dest: Path, seconds: int) -> Path:
     """hello-obs whose build sleeps: a long job to shrink around."""
     src = dest / "hello-obs"
@@ -375,3 +300,85 @@ def test_drain_stops_dispatch_and_survives_a_worker_restart(backend, fleet):
     left = [w.workerid for w in backend.workerstatus().workers if w.workerid.startswith("draina1:")]
     assert left == [] and "draina1" not in workers.drained_hosts()
     assert b.host in fleet.machines
+
+
+@pytest.fixture
+def moto_server(workdir, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def aws_env(endpoint: str, workdir: Path) -> dict[str, str]:
+    """No keys: the scaler gets AWS credentials only through web identity."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+            "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials")}  # fmt: skip
+
+
+def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fleet, moto_server):
+    import boto3
+
+    azure_pool, graviton = pool_of("hybrid", "azure-x86"), pool_of("hybrid", "aws-graviton")
+    assert graviton.min_vms == 0
+    make_group(moto_server)
+    asg = boto3.client("autoscaling", region_name="eu-central-1", endpoint_url=moto_server,
+                       aws_access_key_id="watch", aws_secret_access_key="watch")  # fmt: skip
+    with standin(workdir, "hyb-vmss", azure_pool, fleet) as arm, \
+            MotoWatcher(asg, "graviton-asg", graviton, fleet) as moto:  # fmt: skip
+        arm.set_capacity(azure_pool.min_vms)  # the Azure pool is at its min (1) already
+        (azure_host,) = list(fleet.machines)
+        config = scaler_config("hybrid", backend.reposerver, backend.bsdir, {
+            "azure-x86": azure_target("hyb-vmss"),
+            "aws-graviton": {"region": "eu-central-1", "autoScalingGroup": "graviton-asg",
+                             "lifecycleHook": "graviton-drain",
+                             "roleArn": "arn:aws:iam::123456789012:role/obs-farm-scaler",
+                             "webIdentityAudience": "api://obs-farm-scaler"}})  # fmt: skip
+        with ScalerProcess(workdir / "scaler-hybrid", config,
+                           {**arm.env(), **aws_env(moto_server, workdir)}) as scaler:  # fmt: skip
+            wait_for("the scaler's first poll", scaler.health_data, 60)
+            wait_for("the group's capacity", lambda: moto.capacity_changes, 30)
+            assert moto.capacity_changes[-1][1] == 0
+            with QueueWatch(backend, "aarch64") as queue:
+                since = time.time()
+                # Only a native worker may take it: the emulated Azure workers
+                # are idle and would otherwise build it.
+                backend.create_package("hyb0", "hello-obs", HELLO_OBS, extra_files={
+                    "_constraints": "<constraints><hostlabel>obs-farm-native</hostlabel></constraints>\n"})  # fmt: skip
+                try:
+                    wait_for(
+                        "Graviton capacity", lambda: moto.capacity_changes[-1][1] >= 1, 120, 0.1
+                    )
+                except AssertionError:
+                    print("waiting seen at", queue.first, "status:", backend.workerstatus())
+                    print(backend.package_status("hyb0", REPO_NAME, "aarch64", "hello-obs"))
+                    raise
+            requested_at, capacity = moto.capacity_changes[-1]
+            assert capacity == 1  # 1 job, 4 aarch64 instances per machine
+            assert queue.first is not None
+            host = wait_for(
+                "a Graviton machine", lambda: [h for h in fleet.machines if h.startswith("i-")], 60
+            )[0]
+            ids = fleet.machines[host].worker_ids()
+            wait_for(f"{host}'s workers to register", lambda: registered(backend, ids), 180)
+            t_registered = time.time()
+            result = finish_build(backend, "hyb0", "aarch64", since, "hybrid from zero")
+            assert result.workerid.startswith(f"{host}:aarch64-")
+            # Azure stayed at its min: the native pool took the demand first.
+            assert [r.body for r in arm.capacity_requests()] == []
+            assert azure_host in fleet.machines
+    latency = requested_at - queue.first
+    record(
+        "scaler hybrid: job waiting -> Graviton capacity",
+        f"{latency:.1f} s (goal <= 10 s; watcher samples every 0.3 s)",
+    )
+    record("scaler hybrid: request -> workers registered", f"{t_registered - requested_at:.1f} s")
+    record("scaler hybrid: aarch64 build (job on new machine)",
+           f"{result.job_seconds or result.wall_seconds:.0f} s")  # fmt: skip
+    assert latency <= 10
