@@ -323,17 +323,22 @@ def aws_env(endpoint: str, workdir: Path) -> dict[str, str]:
 
 
 def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fleet, moto_server):
+    """The hybrid stack's pools: the Azure pool at its min (1) with its machine
+    still booting (no worker yet, so nothing else can take an aarch64 job),
+    the Graviton pool at 0. The rule routes the waiting job to the native
+    pool; the emulated pool is not grown."""
     import boto3
 
     azure_pool, graviton = pool_of("hybrid", "azure-x86"), pool_of("hybrid", "aws-graviton")
-    assert graviton.min_vms == 0
+    assert graviton.min_vms == 0 and azure_pool.min_vms == 1
     make_group(moto_server)
     asg = boto3.client("autoscaling", region_name="eu-central-1", endpoint_url=moto_server,
                        aws_access_key_id="watch", aws_secret_access_key="watch")  # fmt: skip
-    with standin(workdir, "hyb-vmss", azure_pool, fleet) as arm, \
+    d = workdir / "arm-hyb-vmss"
+    d.mkdir()
+    with ArmStandIn(d, ScaleSet(SUB, RG, "hyb-vmss")) as arm, \
             MotoWatcher(asg, "graviton-asg", graviton, fleet) as moto:  # fmt: skip
-        arm.set_capacity(azure_pool.min_vms)  # the Azure pool is at its min (1) already
-        (azure_host,) = list(fleet.machines)
+        arm.set_capacity(azure_pool.min_vms)
         config = scaler_config("hybrid", backend.reposerver, backend.bsdir, {
             "azure-x86": azure_target("hyb-vmss"),
             "aws-graviton": {"region": "eu-central-1", "autoScalingGroup": "graviton-asg",
@@ -347,10 +352,7 @@ def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fl
             assert moto.capacity_changes[-1][1] == 0
             with QueueWatch(backend, "aarch64") as queue:
                 since = time.time()
-                # Only a native worker may take it: the emulated Azure workers
-                # are idle and would otherwise build it.
-                backend.create_package("hyb0", "hello-obs", HELLO_OBS, extra_files={
-                    "_constraints": "<constraints><hostlabel>obs-farm-native</hostlabel></constraints>\n"})  # fmt: skip
+                backend.create_package("hyb0", "hello-obs", HELLO_OBS)
                 try:
                     wait_for(
                         "Graviton capacity", lambda: moto.capacity_changes[-1][1] >= 1, 120, 0.1
@@ -370,9 +372,9 @@ def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fl
             t_registered = time.time()
             result = finish_build(backend, "hyb0", "aarch64", since, "hybrid from zero")
             assert result.workerid.startswith(f"{host}:aarch64-")
-            # Azure stayed at its min: the native pool took the demand first.
-            assert [r.body for r in arm.capacity_requests()] == []
-            assert azure_host in fleet.machines
+            # The emulated pool stayed at its min: the native pool took the demand.
+            assert arm.capacity_requests() == [] and arm.set.capacity == 1
+            assert "pool=azure-x86 demand=aarch64=0" in scaler.log()
     latency = requested_at - queue.first
     record(
         "scaler hybrid: job waiting -> Graviton capacity",
