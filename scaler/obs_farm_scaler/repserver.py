@@ -102,7 +102,7 @@ class Workers:
         d = self.dir / state
         if not d.is_dir():
             return []
-        return [p for p in d.iterdir() if p.name.split(":", 1)[-1].startswith(f"{host}:")]
+        return sorted(p for p in d.iterdir() if p.name.split(":", 1)[-1].startswith(f"{host}:"))
 
     def drain(self, host: str) -> list[str]:
         """Stop OBS dispatching to `host`; returns the worker entries moved to down."""
@@ -133,10 +133,42 @@ class Workers:
                 hosts.add(p.name[:-1])
         return hosts
 
+    @staticmethod
+    def _kind(entry: Path) -> tuple[str, tuple[str, ...]]:
+        """(hostarch, host labels) of a `workers/<state>/` entry."""
+        hostarch = entry.name.split(":", 1)[0]
+        try:
+            root = ET.fromstring(entry.read_bytes())
+        except (OSError, ET.ParseError):
+            return hostarch, ()
+        return hostarch, tuple(sorted(h.text or "" for h in root.findall("hostlabel")))
+
     def forget(self, host: str) -> None:
-        """After the machine is gone: its down entries and our disable entry."""
+        """After the machine is gone: our disable entry, and its down entries
+        except the last of their kind.
+
+        bs_dispatch (checkconstraints) fails a job at once when no registered
+        worker (idle, building, away or down) satisfies its _constraints. So
+        one down entry per (hostarch, host labels) stays, which keeps a job
+        pinned to a pool that shrank to zero waiting for the scaler instead of
+        failed. The scaler ignores it: no cloud lists its host.
+        """
         self._check(host)
+        others: set[tuple[str, tuple[str, ...]]] = set()
+        for state in ("idle", "building", "away", "down"):
+            d = self.dir / state
+            if d.is_dir():
+                others |= {
+                    self._kind(p)
+                    for p in d.iterdir()
+                    if not p.name.startswith(".")
+                    and not p.name.split(":", 1)[-1].startswith(f"{host}:")
+                }
         for state in ("down", "dead"):
             for p in self._entries(state, host):
+                kind = self._kind(p)
+                if state == "down" and kind not in others:
+                    others.add(kind)  # the last of its kind stays
+                    continue
                 p.unlink(missing_ok=True)
         (self.dir / "disable" / f"{host}:").unlink(missing_ok=True)

@@ -30,7 +30,36 @@ def test_drain_disables_by_host_prefix_and_moves_only_that_hosts_idle_entries(tm
     assert [p.name for p in (workers / "disable").iterdir()] == ["vm1:"]
     assert w.drained_hosts() == {"vm1"}
     w.forget("vm1")
-    assert not list((workers / "down").iterdir()) and w.drained_hosts() == set()
+    # the last down entry of each kind stays (constraints); here vm10's idle
+    # x86_64 entry is of the same kind as vm1's, armv7l has no other
+    assert sorted(p.name for p in (workers / "down").iterdir()) == ["armv7l:vm1:armv7hl-1"]
+    assert w.drained_hosts() == set()
+
+
+def test_forget_keeps_one_down_entry_per_hostarch_and_labels(tmp_path):
+    def worker(labels):
+        return (
+            "<worker hostarch='aarch64'>"
+            + "".join(f"<hostlabel>{x}</hostlabel>" for x in labels)
+            + "</worker>"
+        )
+
+    down = tmp_path / "workers" / "down"
+    down.mkdir(parents=True)
+    native, emulated = (
+        ("obs-farm-native", "obs-farm-aarch64"),
+        ("obs-farm-emulated", "obs-farm-aarch64"),
+    )
+    for host in ("i-1", "i-2"):
+        for n in (1, 2):
+            (down / f"aarch64:{host}:aarch64-{n}").write_text(worker(native))
+    (down / "aarch64:vm1:aarch64-1").write_text(worker(emulated))
+    w = Workers(tmp_path)
+    w.forget("i-1")
+    w.forget("vm1")
+    w.forget("i-2")
+    left = sorted(p.name for p in down.iterdir())
+    assert left == ["aarch64:i-2:aarch64-1", "aarch64:vm1:aarch64-1"]
 
 
 def test_drained_hosts_ignores_disable_entries_an_admin_wrote(tmp_path):
