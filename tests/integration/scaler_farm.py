@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from components import cloudinit
+from components.scaler import AwsTarget, AzureTarget, render_scaler_config
 from components.topology import WorkerPool, worker_pools
 from config import load_settings
 from tests.integration import obs_backend as ob
@@ -36,26 +37,28 @@ def stack_pools(stack: str) -> list[WorkerPool]:
 def scaler_config(
     stack: str, repserver: str, bsdir: Path, targets: dict[str, dict[str, Any]], **top: Any
 ) -> dict[str, Any]:
-    """scaler.json for a stack's worker pools (CONTRACT.md). `targets` maps a
-    pool's name to its cloud block; the lead swaps this for the program's own
-    renderer once the scaler-infra branch is merged."""
-    pools = [
-        {
-            "name": p.name,
-            "cloud": p.cloud,
-            "min": p.min_vms,
-            "max": p.max_vms,
-            "groups": [
-                {"arch": g.arch, "hostarch": g.scheduler_arch, "instances": g.instances,
-                 "execution": "emulated" if g.emulated else "native"}
-                for g in p.groups
-            ],
-            p.cloud: targets[p.name],
-        }
-        for p in stack_pools(stack)
-    ]  # fmt: skip
-    return {"repserver": repserver, "bsdir": str(bsdir), "pollSeconds": 5, "idleMinutes": 10,
-            "unhealthyMinutes": 5, **top, "pools": pools}  # fmt: skip
+    """scaler.json for a stack, rendered by the program's own renderer
+    (components.scaler.render_scaler_config, what the install run command
+    writes on the server). `targets` maps a pool's name to its cloud block;
+    only the repserver and $bsdir of this test's backend, and `top`, differ."""
+    settings = load_settings(read_stack_config(stack))
+    azure = aws = None
+    for block in targets.values():
+        if "scaleSet" in block:
+            azure = AzureTarget(block["subscriptionId"], block["resourceGroup"], block["scaleSet"])
+        else:
+            aws = AwsTarget(
+                block["region"],
+                block["autoScalingGroup"],
+                block["lifecycleHook"],
+                block["roleArn"],
+                block["webIdentityAudience"],
+            )
+    doc: dict[str, Any] = json.loads(
+        render_scaler_config(settings.scaler, worker_pools(settings), azure, aws)
+    )
+    assert {p["name"] for p in doc["pools"]} == set(targets), (doc["pools"], targets)
+    return {**doc, "repserver": repserver, "bsdir": str(bsdir), **top}
 
 
 class Machine:
