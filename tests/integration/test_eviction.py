@@ -127,7 +127,9 @@ class Machine:
 
 def job_status(obs: ob.ObsBackend) -> dict[str, str]:
     path = f"/build/{PROJECT}/{REPOSITORY}/{ARCH}/{PACKAGE}/_jobstatus"
-    return dict(ET.fromstring(obs.rep("GET", path)).attrib)
+    # code is an attribute, workerid and the rest are elements (BSXML jobstatus).
+    root = ET.fromstring(obs.rep("GET", path))
+    return {**root.attrib, **{e.tag: e.text or "" for e in root}}
 
 
 def wait_for(what: str, check, timeout: float, interval: float = 0.5):
