@@ -79,6 +79,8 @@ nativeonly_code() {
 
 case "$action" in
   run)
+    # obs-farm-evict stopped this machine's workers: the cloud takes it away.
+    [ ! -e "${OBS_FARM_RUN_DIR:-/run/obs-farm}/eviction.json" ] || die "machine evicted; not starting $2"
     if [ -n "$CHECK" ]; then
       read -ra check_cmd <<<"$CHECK"
       "${check_cmd[@]}" || die "refusing to start $EXECUTION $group worker $n: '$CHECK' failed"

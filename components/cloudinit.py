@@ -10,6 +10,7 @@ a stack's TLS key reaches the server as a run command's protected parameter.
 from __future__ import annotations
 
 import base64
+import gzip
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -165,6 +166,7 @@ def worker_env(pool: WorkerPool, server_address: str) -> str:
             "WORK_DIR": pool.work_dir,
             "WORKER_CODE_DIR": "/var/lib/obs-farm/worker-code",
             "OBS_VM_TYPE": "none",
+            "CLOUD": pool.cloud,
         }
     )
 
@@ -220,6 +222,27 @@ def _script(path: str, name: str) -> dict[str, Any]:
     return _file(path, template(name), "0755")
 
 
+def _packed(path: str, name: str) -> dict[str, Any]:
+    """A script gzipped (no timestamp, so renders are stable): user-data is scarce on AWS."""
+    data = base64.b64encode(gzip.compress(template(name).encode(), 9, mtime=0)).decode()
+    return {**_file(path, data, "0755"), "encoding": "gz+b64"}
+
+
+# qemu-arm with F for armv7 on arm64 CPUs without AArch32 (Debian's
+# qemu-user-static leaves it out on arm64). A binfmt.d entry, so that
+# systemd-binfmt registers it again at every boot, before the worker groups
+# start; the magic and mask are those of qemu's own qemu-binfmt-conf.sh.
+QEMU_ARM_BINFMT_D = "/etc/binfmt.d/qemu-arm.conf"
+
+
+def qemu_arm_binfmt_rule(
+    name: str = "qemu-arm", interpreter: str = "/usr/bin/qemu-arm-static"
+) -> str:
+    magic = r"\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00"
+    mask = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+    return f":{name}:M::{magic}:{mask}:{interpreter}:F\n"
+
+
 def render_worker_user_data(
     pool: WorkerPool, server_address: str, ssh_public_key: str | None = None
 ) -> str:
@@ -229,8 +252,11 @@ def render_worker_user_data(
         _file("/etc/obs-farm/worker.env", worker_env(pool, server_address)),
         *(_file(f"/etc/obs-farm/groups/{g.arch}.env", group_env(g)) for g in pool.groups),
         _file("/etc/systemd/system/obs-farm-worker@.service", template("obs-farm-worker@.service")),
-        _script("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
+        _packed("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
         _script("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
+        _file("/etc/systemd/system/obs-farm-workers.service", template("obs-farm-workers.service")),
+        _packed("/usr/local/sbin/obs-farm-evict", "obs-farm-evict.py"),
+        _file("/etc/systemd/system/obs-farm-evict.service", template("obs-farm-evict.service")),
     ]
     if _needs(pool, "obs-farm-check-binfmt"):
         # The static qemu: with the F flag the kernel opens it at
@@ -238,8 +264,9 @@ def render_worker_user_data(
         doc["packages"] += ["binfmt-support", "qemu-user-static"]
         files.append(_script("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"))
     if any(g.emulated and g.arch == "armv7hl" and g.host_arch == "aarch64" for g in pool.groups):
-        files.append(_script("/usr/local/sbin/obs-farm-register-qemu-arm", "register-qemu-arm.sh"))
-        doc["runcmd"].insert(-1, ["/usr/local/sbin/obs-farm-register-qemu-arm"])
+        files.append(_file(QEMU_ARM_BINFMT_D, qemu_arm_binfmt_rule()))
+        # This boot's systemd-binfmt ran before the file existed.
+        doc["runcmd"].insert(-1, ["/usr/lib/systemd/systemd-binfmt", QEMU_ARM_BINFMT_D])
     if _needs(pool, "obs-farm-check-aarch32") or any(g.arm32_guard for g in pool.groups):
         files.append(_script("/usr/local/sbin/obs-farm-check-aarch32", "check-aarch32.sh"))
         probe = base64.b64encode(aarch32_probe()).decode()

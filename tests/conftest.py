@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,15 @@ def tls_pair() -> tuple[str, str]:
     from tests.helpers.tls import make_pair
 
     return make_pair()
+
+
+# In CI (`.ci/run` exports CI=true) every precondition a test could skip on
+# is installed, so a skip means a check that silently did not run: fail it.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where its preconditions are installed: {reason}"

@@ -62,3 +62,22 @@ def check_cloud_config(text: str) -> list[str]:
 def shellcheck(path: Path) -> str:
     res = subprocess.run(["shellcheck", "-x", str(path)], capture_output=True, text=True)
     return "" if res.returncode == 0 else res.stdout + res.stderr
+
+
+def written_content(entry: dict) -> str:
+    """What cloud-init's own write_files module writes for one entry (decodes
+    `encoding: gz+b64` and the like with cloud-init's code, not ours)."""
+    code = (
+        "import json, sys\n"
+        "from cloudinit.config import cc_write_files as w\n"
+        "e = json.load(sys.stdin)\n"
+        "kinds = w.canonicalize_extraction(e.get('encoding'))\n"
+        "c = w.extract_contents(e['content'], kinds)\n"
+        "sys.stdout.buffer.write(c if isinstance(c, bytes) else c.encode())\n"
+    )
+    out = subprocess.run(
+        [SYSTEM_PYTHON, "-c", code], input=json.dumps(entry).encode(), capture_output=True
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"cloud-init cannot decode {entry.get('path')}: {out.stderr!r}")
+    return out.stdout.decode()

@@ -469,14 +469,18 @@ def parse_workerstatus(xml: bytes) -> WorkerStatus:
 class Binfmt:
     """Make sure qemu-user-static handlers with the F flag are registered.
 
-    Mounts binfmt_misc and enables handlers only when missing, and undoes
-    exactly that on close, so a host that already had them is left alone.
+    Mounts binfmt_misc and enables handlers only when missing, and puts the
+    machine back as it was found on close: handlers it enabled are removed,
+    handlers that were there are registered again if they vanished or
+    changed meanwhile, and binfmt_misc is unmounted only if it was not
+    mounted before (unmounting drops every handler, the host's too).
     """
 
     def __init__(self, arches: Iterable[str]) -> None:
         self.handlers = sorted({BINFMT_HANDLERS[a] for a in arches if a in BINFMT_HANDLERS})
         self.mounted = False
         self.enabled: list[str] = []
+        self.before: dict[str, tuple[str, bool]] = {}
 
     def __enter__(self) -> Binfmt:
         try:
@@ -499,6 +503,7 @@ class Binfmt:
                 capture_output=True,
             )
             self.mounted = True
+        self.before = binfmt_snapshot()
         for name in self.handlers:
             if not (BINFMT_DIR / name).exists():
                 proc = subprocess.run(
@@ -532,6 +537,53 @@ class Binfmt:
             self.mounted = False
             if proc.returncode != 0:
                 raise HarnessError(f"cannot unmount {BINFMT_DIR}: {proc.stderr.strip()}")
+        elif self.before:
+            binfmt_restore(self.before)
+            self.before = {}
+
+
+def binfmt_rule(name: str, entry: str) -> tuple[str, bool]:
+    """The `register` line that recreates a handler from its /proc entry, and
+    whether it was enabled."""
+    fields: dict[str, str] = {}
+    for line in entry.splitlines():
+        key, _, value = line.partition(" ")
+        fields[key.rstrip(":")] = value.strip()
+    flags = fields.get("flags", "")
+
+    def esc(hexes: str) -> str:
+        return "".join(f"\\x{hexes[i : i + 2]}" for i in range(0, len(hexes), 2))
+
+    if "extension" in fields:
+        body = f"E::{fields['extension'].lstrip('.')}:"
+    else:
+        body = f"M:{fields.get('offset', '0')}:{esc(fields['magic'])}:{esc(fields.get('mask', ''))}"
+    return f":{name}:{body}:{fields['interpreter']}:{flags}", "enabled" in fields
+
+
+def binfmt_snapshot() -> dict[str, tuple[str, bool]]:
+    """Every registered handler as a register line (kernel entries as found)."""
+    return {
+        p.name: binfmt_rule(p.name, p.read_text())
+        for p in sorted(BINFMT_DIR.iterdir())
+        if p.name not in ("register", "status")
+    }
+
+
+def binfmt_restore(before: dict[str, tuple[str, bool]]) -> list[str]:
+    """Register again what `before` had and the kernel lost or changed."""
+    now = binfmt_snapshot()
+    restored = []
+    for name, (rule, enabled) in before.items():
+        if now.get(name) == (rule, enabled):
+            continue
+        if name in now:
+            (BINFMT_DIR / name).write_text("-1")
+        (BINFMT_DIR / "register").write_text(rule)
+        if not enabled:
+            (BINFMT_DIR / name).write_text("0")
+        restored.append(name)
+    return restored
 
 
 def elf_machine(header: bytes) -> int | None:

@@ -15,12 +15,22 @@ the user's runcmd) that breaks emulation the two ways the farm must survive:
 qemu-aarch64 re-registered without the F flag, qemu-arm removed. The
 emulated groups must refuse to start, the x86_64 group must still register,
 and cloud-init must report the failure.
+
+Both VMs are then rebooted once (the guest runs `reboot`; the harness boots
+the same disk again): every group must come back by itself with the same
+worker ids and the binfmt handlers still carrying F, and a group that cannot
+start must be loud at that boot too (a failed obs-farm-workers.service, so
+`systemctl is-system-running` says degraded, and
+/run/obs-farm/worker-health.json names the group).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +139,41 @@ def poweroff(key: Path, port: int, run: vm.VmRun) -> None:
     run.wait_for_poweroff(300)
 
 
+def reboot(key: Path, port: int, run: vm.VmRun) -> None:
+    """`reboot` in the guest; qemu (-no-reboot) exits and boots the same disk again."""
+    subprocess.run(ssh_command(key, port, "sudo systemctl reboot"), capture_output=True, timeout=60)
+    run.restart(300)
+
+
+def wait_ssh(key: Path, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while subprocess.run(ssh_command(key, port, "true"), capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no ssh after {timeout:.0f} s")
+        time.sleep(5)
+
+
+def health(key: Path, port: int) -> dict:
+    return json.loads(ssh(key, port, "cat /run/obs-farm/worker-health.json"))
+
+
+def workerid_at(uri: str) -> str:
+    """The id the worker behind `uri` answers with now (not what the repserver remembers)."""
+    try:
+        with urllib.request.urlopen(f"{uri}/worker", timeout=10) as resp:
+            return ET.fromstring(resp.read()).get("workerid", "")
+    except OSError:
+        return ""
+
+
+def handler_flags(key: Path, port: int, handler: str) -> str:
+    entry = ssh(key, port, f"cat /proc/sys/fs/binfmt_misc/{handler}")
+    assert "enabled" in entry, entry
+    return next(
+        line.split(":", 1)[1].strip() for line in entry.splitlines() if line.startswith("flags:")
+    )
+
+
 def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
     ssh_port = vm.free_port()
     meta = {"local-hostname": HOSTNAME, "public-keys": [ssh_key.with_suffix(".pub").read_text()]}
@@ -153,13 +198,7 @@ def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
             assert answers(entry.uri), f"{wid} registered but {entry.uri}/worker does not answer"
 
         for handler in ("qemu-aarch64", "qemu-arm"):
-            entry = ssh(ssh_key, ssh_port, f"cat /proc/sys/fs/binfmt_misc/{handler}")
-            flags = next(
-                line.split(":", 1)[1].strip()
-                for line in entry.splitlines()
-                if line.startswith("flags:")
-            )
-            assert "F" in flags and "enabled" in entry, entry
+            assert "F" in handler_flags(ssh_key, ssh_port, handler)
         assert ssh(ssh_key, ssh_port, "systemctl is-active docker").strip() == "active"
         units = ssh(
             ssh_key,
@@ -168,9 +207,38 @@ def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
         )
         assert units.split() == ["active"] * 3
         assert "status: done" in ssh(ssh_key, ssh_port, "cloud-init status --long")
+        assert health(ssh_key, ssh_port)["healthy"] is True
+        uris = {wid: e.uri for wid, e in idle.items()}
+
+        # A reboot (platform maintenance): every group comes back by itself.
+        reboot(ssh_key, ssh_port, run)
+        back = {}
+        deadline = time.monotonic() + REGISTER_TIMEOUT_S * 2
+        while set(back) != set(want) and time.monotonic() < deadline:
+            back = {w: u for w, u in uris.items() if workerid_at(u) == w}
+            time.sleep(3)
+        rebooted = run.seconds_since_start()
+        assert set(back) == set(want), (
+            sorted(back),
+            run.console_log()[-3000:],
+        )
+        idle = wait_registered(backend, set(want), REGISTER_TIMEOUT_S)
+        assert set(idle) == set(want), sorted(idle)
+        assert {w: e.uri for w, e in idle.items()} == uris
+        for handler in ("qemu-aarch64", "qemu-arm"):
+            assert "F" in handler_flags(ssh_key, ssh_port, handler), handler
+        assert system_state(ssh_key, ssh_port) == "running", ssh(
+            ssh_key, ssh_port, "systemctl --failed --no-legend"
+        )
+        h = health(ssh_key, ssh_port)
+        assert h["healthy"] is True, h
+        assert {g["group"]: g["state"] for g in h["groups"]} == dict.fromkeys(
+            (g.arch for g in pool.groups), "started"
+        )
         poweroff(ssh_key, ssh_port, run)
     record("worker VM: boot to cloud-init done (TCG)", f"{cloud_init_done:.0f} s")
     record(f"worker VM: boot to all {len(want)} workers registered", f"{registered:.0f} s")
+    record("worker VM: reboot to every worker answering again", f"{rebooted:.0f} s")
 
 
 def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, image):
@@ -199,7 +267,7 @@ def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, imag
         listed = {w.workerid for w in backend.workerstatus().idle}
         assert not {f"{host}:aarch64-1", f"{host}:armv7hl-1"} & listed
 
-        log = ssh(ssh_key, ssh_port, "sudo cat /var/log/cloud-init-output.log")
+        log = ssh(ssh_key, ssh_port, "sudo journalctl -b -u obs-farm-workers --no-pager")
         assert "qemu-aarch64 lacks the F flag" in log
         assert "qemu-arm is not registered" in log
         assert "NOT started (check failed): aarch64 armv7hl" in log
@@ -209,4 +277,40 @@ def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, imag
             "systemctl is-active 'obs-farm-worker@aarch64-1' 'obs-farm-worker@armv7hl-1' || true",
         )
         assert units.split() == ["inactive", "inactive"]
+        assert_loud(ssh_key, ssh_port, {"x86_64"}, {"aarch64", "armv7hl"})
+
+        # Break qemu-aarch64 for good (its interpreter gone, so no F
+        # registration at boot) and reboot: armv7hl comes back, aarch64
+        # stays out, and this boot says so too.
+        ssh(ssh_key, ssh_port, "sudo mv /usr/libexec/qemu-binfmt/aarch64-binfmt-P /root/")
+        reboot(ssh_key, ssh_port, run)
+        arm = f"{host}:armv7hl-1"
+        idle = wait_registered(backend, {x86, arm}, REGISTER_TIMEOUT_S * 2)
+        assert set(idle) == {x86, arm}, (sorted(idle), run.console_log()[-3000:])
+        wait_ssh(ssh_key, ssh_port, 120)
+        assert "F" in handler_flags(ssh_key, ssh_port, "qemu-arm")
+        assert_loud(ssh_key, ssh_port, {"x86_64", "armv7hl"}, {"aarch64"})
+        # Loud on the console of this boot too (the unit logs to it).
+        assert "qemu-aarch64 is not registered" in run.console_log()
+        assert f"{host}:aarch64-1" not in {w.workerid for w in backend.workerstatus().idle}
         poweroff(ssh_key, ssh_port, run)
+
+
+def system_state(key: Path, port: int) -> str:
+    """`systemctl is-system-running` once the boot has settled."""
+    deadline = time.monotonic() + 120
+    while True:
+        state = ssh(key, port, "systemctl is-system-running || true").strip()
+        if state not in ("initializing", "starting") or time.monotonic() > deadline:
+            return state
+        time.sleep(3)
+
+
+def assert_loud(key: Path, port: int, up: set[str], down: set[str]) -> None:
+    """The boot's health: a failed unit (degraded) and the health file."""
+    assert system_state(key, port) == "degraded"
+    assert ssh(key, port, "systemctl is-failed obs-farm-workers || true").strip() == "failed"
+    h = health(key, port)
+    assert h["healthy"] is False, h
+    states = {g["group"]: g["state"] for g in h["groups"]}
+    assert states == {**dict.fromkeys(up, "started"), **dict.fromkeys(down, "check-failed")}, h

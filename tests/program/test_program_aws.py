@@ -231,9 +231,13 @@ def test_graviton4_with_emulated_armv7_registers_qemu_arm():
     doc = yaml.safe_load(text)
     assert check_cloud_config(text) == []
     assert {"qemu-user-static", "binfmt-support"} <= set(doc["packages"])
+    # Registered again at every boot by systemd-binfmt, and at once on the first.
+    assert files(text)["/etc/binfmt.d/qemu-arm.conf"]["content"].endswith(
+        ":/usr/bin/qemu-arm-static:F\n"
+    )
     assert doc["runcmd"][-2:] == [
-        ["/usr/local/sbin/obs-farm-register-qemu-arm"],
-        ["/usr/local/sbin/obs-farm-worker-setup"],
+        ["/usr/lib/systemd/systemd-binfmt", "/etc/binfmt.d/qemu-arm.conf"],
+        ["systemctl", "enable", "--now", "obs-farm-workers.service"],
     ]
     armv7 = files(text)["/etc/obs-farm/groups/armv7hl.env"]["content"]
     assert 'CHECK="obs-farm-check-binfmt qemu-arm"' in armv7

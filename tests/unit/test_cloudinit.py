@@ -15,7 +15,7 @@ from components.topology import azure_worker_pool, server_private_ip
 from config import load_settings
 from policy.rules import Resource, no_secrets_in_user_data
 from tests.conftest import raw_config
-from tests.helpers.cloudinit import check_cloud_config, shellcheck
+from tests.helpers.cloudinit import check_cloud_config, shellcheck, written_content
 
 SCRIPTS = sorted(cloudinit.TEMPLATE_DIR.glob("*.sh"))
 
@@ -111,10 +111,17 @@ def test_worker_ships_the_scripts_verbatim_and_executable():
         ("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
         ("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
         ("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"),
+        ("/usr/local/sbin/obs-farm-evict", "obs-farm-evict.py"),
     ]:
-        assert files[path]["content"] == cloudinit.template(name)
+        assert written_content(files[path]) == cloudinit.template(name)
         assert files[path]["permissions"] == "0755"
-    assert doc["runcmd"][-1] == ["/usr/local/sbin/obs-farm-worker-setup"]
+    for unit in ("obs-farm-worker@.service", "obs-farm-workers.service", "obs-farm-evict.service"):
+        assert files[f"/etc/systemd/system/{unit}"]["content"] == cloudinit.template(unit)
+    # The groups start from a unit that runs at every boot, not once from runcmd.
+    assert doc["runcmd"][-2:] == [
+        ["systemctl", "enable", "--now", "obs-farm-evict.service"],
+        ["systemctl", "enable", "--now", "obs-farm-workers.service"],
+    ]
 
 
 def test_worker_groups_match_the_topology():

@@ -8,10 +8,13 @@ against a real loop device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
+import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +26,8 @@ from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
 from tests.conftest import raw_config
+from tests.helpers.binfmt import kernel_binfmt
+from tests.integration import obs_backend as ob
 
 T = cloudinit.TEMPLATE_DIR
 CHECK = T / "check-binfmt.sh"
@@ -82,16 +87,21 @@ def test_binfmt_check_refuses_a_disabled_handler(binfmt):
     assert "qemu-arm is disabled" in check(binfmt, "qemu-arm").stderr
 
 
-@pytest.mark.skipif(
-    not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(),
-    reason="no qemu-aarch64 handler on this host",
+# As root these set up the kernel state they need and put it back; CI runs
+# them as root with qemu-user-static and binfmt-support installed.
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("qemu-arm-static") is None,
+    reason="needs root and qemu-user-static (real binfmt_misc)",
 )
+
+
+@needs_root
 def test_binfmt_check_reads_the_real_kernel_entry():
-    res = run([str(CHECK), "qemu-aarch64"])
-    flags = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").read_text()
-    assert (res.returncode == 0) == (
-        "flags: " in flags and "F" in flags.split("flags: ")[1].split()[0]
-    )
+    with kernel_binfmt(["aarch64"]):
+        res = run([str(CHECK), "qemu-aarch64"])
+        flags = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").read_text()
+    assert "flags: " in flags and "F" in flags.split("flags: ")[1].split()[0]
+    assert res.returncode == 0, res.stderr
 
 
 # --- worker groups ---------------------------------------------------------
@@ -130,6 +140,7 @@ def worker_host(tmp_path: Path, binfmt: Path) -> dict[str, str]:
     systemctl.chmod(0o755)
     return {
         "OBS_FARM_CONF_DIR": str(conf),
+        "OBS_FARM_RUN_DIR": str(tmp_path / "run"),
         "PATH": f"{sbin(tmp_path)}:{os.environ['PATH']}",
         "OBS_FARM_BINFMT_DIR": str(binfmt),
         "OBS_FARM_SYSTEMCTL": str(systemctl),
@@ -139,6 +150,10 @@ def worker_host(tmp_path: Path, binfmt: Path) -> dict[str, str]:
     }
 
 
+def health(worker_host) -> dict:
+    return json.loads((Path(worker_host["OBS_FARM_RUN_DIR"]) / "worker-health.json").read_text())
+
+
 def test_setup_starts_every_group_native_first(worker_host):
     b = Path(worker_host["binfmt"])
     (b / "qemu-arm").write_text(handler_file("PF"))
@@ -146,12 +161,20 @@ def test_setup_starts_every_group_native_first(worker_host):
     res = run([str(T / "obs-farm-worker-setup.sh")], worker_host)
     assert res.returncode == 0, res.stderr
     calls = Path(worker_host["calls"]).read_text().split("\n")
+    # Started, not enabled: obs-farm-workers.service runs this at every boot.
     assert calls[:2] == [
-        "enable --now obs-farm-worker@x86_64-1.service",
-        "enable --now obs-farm-worker@x86_64-2.service",
+        "start obs-farm-worker@x86_64-1.service",
+        "start obs-farm-worker@x86_64-2.service",
     ]
     assert len([c for c in calls if c]) == 6
     assert "started 6 worker instances" in res.stdout
+    h = health(worker_host)
+    assert h["healthy"] is True and h["host"] == socket.gethostname()
+    assert [(g["group"], g["instances"], g["state"]) for g in h["groups"]] == [
+        ("x86_64", 2, "started"),
+        ("aarch64", 2, "started"),
+        ("armv7hl", 2, "started"),
+    ]
 
 
 def test_setup_skips_emulated_groups_without_f_and_fails(worker_host):
@@ -162,10 +185,41 @@ def test_setup_skips_emulated_groups_without_f_and_fails(worker_host):
     assert res.returncode == 1
     calls = [c for c in Path(worker_host["calls"]).read_text().split("\n") if c]
     assert calls == [
-        "enable --now obs-farm-worker@x86_64-1.service",
-        "enable --now obs-farm-worker@x86_64-2.service",
+        "start obs-farm-worker@x86_64-1.service",
+        "start obs-farm-worker@x86_64-2.service",
     ]
     assert "NOT started (check failed): aarch64 armv7hl" in res.stderr
+    assert "qemu-aarch64 is not registered" in res.stderr
+    h = health(worker_host)
+    assert h["healthy"] is False
+    groups = {g["group"]: g for g in h["groups"]}
+    assert {k: g["state"] for k, g in groups.items()} == {
+        "x86_64": "started",
+        "aarch64": "check-failed",
+        "armv7hl": "check-failed",
+    }
+    assert "qemu-aarch64 is not registered" in groups["aarch64"]["detail"]
+    assert "qemu-arm lacks the F flag" in groups["armv7hl"]["detail"]
+
+
+def test_setup_health_file_is_replaced_at_every_run(worker_host):
+    """A later boot with the handlers back reports healthy again."""
+    b = Path(worker_host["binfmt"])
+    assert run([str(T / "obs-farm-worker-setup.sh")], worker_host).returncode == 1
+    (b / "qemu-arm").write_text(handler_file("PF"))
+    (b / "qemu-aarch64").write_text(handler_file("OCF"))
+    assert run([str(T / "obs-farm-worker-setup.sh")], worker_host).returncode == 0
+    assert health(worker_host)["healthy"] is True
+    assert not list(Path(worker_host["OBS_FARM_RUN_DIR"]).glob("*.new"))
+
+
+def test_instance_refuses_to_start_on_an_evicted_machine(worker_host):
+    run_dir = Path(worker_host["OBS_FARM_RUN_DIR"])
+    run_dir.mkdir()
+    (run_dir / "eviction.json").write_text("{}")
+    res = run([str(T / "obs-farm-worker.sh"), "run", "x86_64-1"], worker_host)
+    assert res.returncode == 78
+    assert "machine evicted; not starting x86_64-1" in res.stderr
 
 
 def _stub_bs_worker(code: Path) -> Path:
@@ -279,6 +333,21 @@ def test_worker_fetches_code_from_the_repserver(worker_host, workercode_server):
 # --- 32-bit ARM on arm64 -----------------------------------------------------
 
 QEMU_ARM = shutil.which("qemu-arm-static")
+REAL_BINFMT = Path("/proc/sys/fs/binfmt_misc")
+
+
+@contextlib.contextmanager
+def binfmt_mounted() -> Iterator[None]:
+    """binfmt_misc mounted for the test; unmounted after only if it was not
+    (call under the integration lock)."""
+    mounted = (REAL_BINFMT / "status").exists()
+    if not mounted:
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(REAL_BINFMT)], check=True)
+    try:
+        yield
+    finally:
+        if not mounted:
+            subprocess.run(["umount", str(REAL_BINFMT)], check=True)
 
 
 @pytest.fixture
@@ -338,40 +407,63 @@ def test_aarch32_check_refuses_when_qemu_arm_would_answer(probe, binfmt):
     assert "qemu-arm is registered" in res.stderr
 
 
-def test_register_qemu_arm_writes_an_f_flag_rule(binfmt, tmp_path):
-    qemu = tmp_path / "qemu-arm-static"
-    qemu.write_text("#!/bin/sh\n")
-    qemu.chmod(0o755)
-    (binfmt / "register").write_text("")
-    res = run(
-        [str(T / "register-qemu-arm.sh")],
-        {"OBS_FARM_BINFMT_DIR": str(binfmt), "OBS_FARM_QEMU_ARM": str(qemu)},
-    )
-    assert res.returncode == 0, res.stderr
-    rule = (binfmt / "register").read_text()
-    assert rule.startswith(":qemu-arm:M::\\x7fELF\\x01\\x01\\x01")
-    assert rule.endswith(f":{qemu}:F\n")
+def _rule_bytes(rule: str) -> tuple[bytes, bytes]:
+    """Magic and mask of a binfmt register line, as the bytes the kernel matches."""
+    fields = rule.strip().split(":")
+    return tuple(f.encode().decode("unicode_escape").encode("latin-1") for f in fields[4:6])  # type: ignore[return-value]
 
 
-REAL_BINFMT = Path("/proc/sys/fs/binfmt_misc")
+DEBIAN_QEMU_ARM = Path("/usr/lib/binfmt.d/qemu-arm.conf")
 
 
-@pytest.mark.skipif(
-    QEMU_ARM is None or os.geteuid() != 0 or not (REAL_BINFMT / "register").exists(),
-    reason="needs root, a mounted binfmt_misc and qemu-user-static",
-)
-def test_register_qemu_arm_rule_is_accepted_by_the_kernel(probe):
+@pytest.mark.skipif(QEMU_ARM is None, reason="qemu-user-static not installed")
+def test_qemu_arm_rule_matches_debians_own():
+    """Same magic and mask as Debian's x86-64 qemu-user-static, with F and the static qemu."""
+    ours = cloudinit.qemu_arm_binfmt_rule()
+    assert _rule_bytes(ours) == _rule_bytes(DEBIAN_QEMU_ARM.read_text())
+    assert ours.startswith(":qemu-arm:M::") and ours.endswith(":/usr/bin/qemu-arm-static:F\n")
+
+
+SYSTEMD_BINFMT = Path("/usr/lib/systemd/systemd-binfmt")
+
+
+@needs_root
+def test_qemu_arm_binfmt_d_entry_is_applied_by_systemd_binfmt(probe, tmp_path):
+    """The worker's binfmt.d entry through the real systemd-binfmt into the
+    real kernel (under a test name): F, our interpreter, and ARM code runs."""
     name = f"obs-farm-test-{os.getpid()}"
-    res = run([str(T / "register-qemu-arm.sh"), name])
-    try:
-        assert res.returncode == 0, res.stderr
-        entry = (REAL_BINFMT / name).read_text()
-        assert "flags: F" in entry and f"interpreter {QEMU_ARM}" in entry
-        assert "magic 7f454c4601010100000000000000000002002800" in entry
-        assert run([str(probe)]).returncode == cloudinit.AARCH32_PROBE_STATUS
-    finally:
-        if (REAL_BINFMT / name).exists():
-            (REAL_BINFMT / name).write_text("-1")
+    conf = tmp_path / "qemu-arm.conf"
+    conf.write_text(cloudinit.qemu_arm_binfmt_rule(name, str(QEMU_ARM)))
+    with kernel_binfmt([]), binfmt_mounted():
+        try:
+            res = run([str(SYSTEMD_BINFMT), str(conf)])
+            assert res.returncode == 0, res.stderr
+            entry = (REAL_BINFMT / name).read_text()
+            assert "flags: F" in entry and f"interpreter {QEMU_ARM}" in entry
+            assert "magic 7f454c4601010100000000000000000002002800" in entry
+            assert run([str(probe)]).returncode == cloudinit.AARCH32_PROBE_STATUS
+        finally:
+            if (REAL_BINFMT / name).exists():
+                (REAL_BINFMT / name).write_text("-1")
+
+
+@needs_root
+def test_harness_binfmt_puts_back_what_it_found():
+    """ob.Binfmt leaves a mounted binfmt_misc mounted and its handlers in place."""
+    name = f"obs-farm-keep-{os.getpid()}"
+    with kernel_binfmt([]), binfmt_mounted():
+        (REAL_BINFMT / "register").write_text(
+            cloudinit.qemu_arm_binfmt_rule(name, str(QEMU_ARM)).replace(":F\n", ":PF\n")
+        )
+        try:
+            before = ob.binfmt_snapshot()
+            with ob.Binfmt(["aarch64", "armv7l"]):
+                (REAL_BINFMT / name).write_text("-1")  # something drops a host handler
+            assert (REAL_BINFMT / "status").exists(), "the host's binfmt_misc was unmounted"
+            assert ob.binfmt_snapshot() == before
+        finally:
+            if (REAL_BINFMT / name).exists():
+                (REAL_BINFMT / name).write_text("-1")
 
 
 # --- data disk --------------------------------------------------------------
