@@ -269,7 +269,7 @@ def test_boot_timeout_kills_qemu_and_reports_console(base_image: Path) -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(
     os.environ.get("OBSFARM_VM_MEASURE_EXTRAS") != "1",
-    reason="about 10 minutes; set OBSFARM_VM_MEASURE_EXTRAS=1",
+    reason="opt-in: a measurement of about 10 minutes; set OBSFARM_VM_MEASURE_EXTRAS=1",
 )
 def test_measure_preinstalled_packages(base_image: Path) -> None:
     """Same `packages:` user-data on the base image and on one with them baked in."""
