@@ -625,7 +625,8 @@ def check_build(
         server.out(
             curl(f"{SRCSERVER}/source/{prj}/{CHECK_PACKAGE}?cmd=commit&rev=upload", "-X", "POST")
         )
-        started = time.time()
+        # The server's clock: job times are the server's, and ours may differ.
+        started = float(server.out("date +%s"))
         server.out(
             curl(f"{SRCSERVER}/build/{prj}?cmd=rebuild&package={CHECK_PACKAGE}", "-X", "POST")
         )
@@ -706,7 +707,7 @@ def _build_state(server: Server, prj: str, arch: str, started: float) -> tuple[s
         return code + (f": {status.findtext('details')}" if status.findtext("details") else ""), ""
     if code not in ("succeeded", "failed"):
         return None
-    jobs = [j for j in hist.findall("jobhist") if float(j.get("endtime", "0")) >= started - 5]
+    jobs = [j for j in hist.findall("jobhist") if float(j.get("endtime", "0")) >= started]
     if not jobs:
         return None
     return code, jobs[-1].get("workerid", "")

@@ -149,6 +149,11 @@ class Ssh:
             )
         return res
 
+    def fire(self, remote: str) -> None:
+        """Run a command that may cut the connection (reboot, poweroff)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.run(remote, timeout=60, check=False)
+
     def out(self, remote: str, timeout: float = 300) -> str:
         return self.run(remote, timeout).stdout
 

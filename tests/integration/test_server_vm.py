@@ -19,6 +19,7 @@ result, the VM reboots and everything comes back from the data disk, and
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import subprocess
@@ -65,13 +66,14 @@ def ssh_key(workdir: Path) -> Path:
     return key
 
 
-def outputs_file(workdir: Path) -> Path:
-    """The dev stack's real exports (the program under mocks), as `pulumi
-    stack output --json` would print them."""
+def program_run(workdir: Path) -> tuple[str, Path]:
+    """The dev stack's program under mocks: the server VM's customData as
+    registered, and its exports as `pulumi stack output --json` prints them."""
     run = run_program("dev", read_stack_config("dev"))
+    custom_data = run.one("azure-native:compute:VirtualMachine").inputs["osProfile"]["customData"]
     path = workdir / "outputs.json"
     path.write_text(json.dumps(run.outputs, indent=2))
-    return path
+    return base64.b64decode(custom_data).decode(), path
 
 
 def run_check(outputs: Path, key: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -117,7 +119,9 @@ def refused_from_worker_range(url: str) -> bool:
 def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key):
     settings = sv.server_settings()
     server_ip = server_private_ip(settings)
-    user_data = cloudinit.render_server_user_data(settings)
+    user_data, outputs = program_run(workdir)
+    # Byte for byte what the program gives Azure for the dev stack.
+    assert user_data == cloudinit.render_server_user_data(settings)
     assert "/dev/disk/azure/scsi1/lun0" in user_data and server_ip in user_data
     image = sv.image()
     data_disk = workdir / "data-disk.raw"
@@ -126,7 +130,6 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
     ssh = sv.Ssh(ssh_key, ssh_port)
     meta = {"local-hostname": HOSTNAME, "public-keys": [ssh_key.with_suffix(".pub").read_text()]}
     units = [*sv_units(), *(f"obsscheduler@{a}" for a in ARCHS)]
-    outputs = outputs_file(workdir)
     host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
     pool = dataclasses.replace(azure_worker_pool(settings), work_dir=str(workdir / "farm" / "work"))
     want = {wid: g for g in pool.groups for wid in g.worker_ids(host)}
@@ -163,7 +166,8 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
         assert ssh.out("findmnt -n -o SOURCE -T /srv/obs/run").strip() == "/dev/vdc"
         for unit in sv_units():
             path = ssh.out(f"systemctl show -p FragmentPath --value {unit}").strip()
-            assert path.startswith("/lib/systemd/system/"), (unit, path)  # obs-server's own
+            # obs-server's own unit file, no override of ours
+            assert path.endswith(f"/lib/systemd/system/{unit}.service"), (unit, path)
             assert ssh.out(f"systemctl is-active {unit}").strip() == "active", unit
         # Before the run command, no worker range is allowed in.
         rep_on_server_ip = f"http://{server_ip}:{sv.REPSERVER_PORT}"
@@ -189,7 +193,7 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
         try:
             with ssh.tunnel(tunnel):
                 t0 = time.monotonic()
-                backend.setup_debian_project(list(ARCHS))
+                backend.setup_debian_project(list(ARCHS), rescan_timeout=900)
                 t["debian base"] = time.monotonic() - t0
                 t0 = time.monotonic()
                 workers.start()
@@ -228,7 +232,7 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
                 binaries = backend.rep("GET", f"/build/{CHECK_PRJ}/check/aarch64/hello-obs")
 
             # -- reboot (the host's workers keep running, as on a farm)
-            ssh.run("sudo systemctl reboot", timeout=60, check=False)
+            ssh.fire("sudo systemctl reboot")
             run.restart(timeout=300)
             ssh.wait(900)
             wait_backend_ready(ssh, units, READY_TIMEOUT_S)
@@ -255,7 +259,7 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
             fails = [line for line in res.stdout.splitlines() if line.startswith("FAIL")]
             assert fails and all("aarch64" in line for line in fails), fails
             assert any(line.startswith("FAIL daemon obsscheduler@aarch64:") for line in fails)
-            ssh.run("sudo systemctl poweroff", timeout=60, check=False)
+            ssh.fire("sudo systemctl poweroff")
             run.wait_for_poweroff(300)
         finally:
             workers.stop()
