@@ -59,7 +59,8 @@ SCALER_HEALTH = "/run/obs-farm/scaler.json"
 #: The scaler's health file is rewritten on every poll; older than this means stuck.
 SCALER_STALE_S = 300
 BACKEND_UNITS = ("obssrcserver", "obsrepserver", "obsdispatcher", "obspublisher", "obswarden")
-#: What upstream's appliance runs for the API and web UI (OBS 2.10 units).
+#: What upstream's appliance runs for the API and web UI (OBS 2.10 on openSUSE;
+#: not exercised here: no openSUSE VM boots in this project's tests).
 APPLIANCE_UNITS = ("apache2", "mysql", "memcached", "obs-api-support.target")
 #: e_machine of the binary each scheduler architecture must produce.
 ELF_MACHINES = {"x86_64": 62, "aarch64": 183, "armv7l": 40}
@@ -447,10 +448,16 @@ def curl(url: str, *extra: str) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def check_daemons(server: Server, flavor: str, archs: Sequence[str]) -> list[Result]:
-    units = [*BACKEND_UNITS, *(f"obsscheduler@{a}" for a in archs)]
+def daemon_units(flavor: str, archs: Sequence[str]) -> list[str]:
     if flavor == "appliance":
-        units += APPLIANCE_UNITS
+        # openSUSE's obs-server runs every scheduler from one unit; each
+        # architecture's scheduler is then checked in the repserver's view.
+        return [*BACKEND_UNITS, "obsscheduler", *APPLIANCE_UNITS]
+    return [*BACKEND_UNITS, *(f"obsscheduler@{a}" for a in archs)]
+
+
+def check_daemons(server: Server, flavor: str, archs: Sequence[str]) -> list[Result]:
+    units = daemon_units(flavor, archs)
     # is-active exits non-zero when any unit is not active; its lines still count.
     rc, out, err = server.run(shlex.join(["systemctl", "is-active", *units]))
     states = out.split()

@@ -203,6 +203,14 @@ def test_units_fail_by_name():
     ]
 
 
+def test_daemon_units_follow_flavor_and_architectures():
+    backend = check.daemon_units("backend", ["aarch64", "x86_64"])
+    assert backend[-2:] == ["obsscheduler@aarch64", "obsscheduler@x86_64"]
+    assert {"obssrcserver", "obsrepserver", "obsdispatcher", "obspublisher"} <= set(backend)
+    appliance = check.daemon_units("appliance", ["aarch64"])
+    assert "apache2" in appliance and "obsscheduler" in appliance
+
+
 DISK_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/obs-data"
 
 
@@ -354,3 +362,15 @@ def test_unreachable_server_fails_the_ssh_check(tmp_path, dev_outputs):
         pytest.skip("needs openssh-client")
     assert res.returncode == 1, res
     assert res.stdout.splitlines()[0].startswith("FAIL ssh: cannot log in as obsadmin@127.0.0.1:9")
+
+
+def test_check_script_takes_paths_relative_to_the_caller(tmp_path):
+    (tmp_path / "outputs.json").write_text("not json")
+    res = subprocess.run(
+        [str(REPO / "check"), "dev", "--outputs", "outputs.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one_line_error(res).startswith("./check: --outputs outputs.json is not JSON")
