@@ -530,7 +530,7 @@ def check_data_disk(server: Server, data_disk_id: str | None) -> Result:
         f"src=$(findmnt -n -o SOURCE {DATA_MOUNT} || true); "
         'if [ -n "$src" ]; then '
         f'echo "$(readlink -f "$src") $(findmnt -n -o FSTYPE {DATA_MOUNT})"; else echo; fi; '
-        f"readlink -f {DATA_DISK_DEVICE} 2>/dev/null || echo; "
+        f"if [ -e {DATA_DISK_DEVICE} ]; then readlink -f {DATA_DISK_DEVICE}; else echo; fi; "
         f"curl -fsS --noproxy '*' -m 5 -H Metadata:true '{IMDS_STORAGE}' 2>/dev/null || true"
     )
     rc, out, err = server.run(script)

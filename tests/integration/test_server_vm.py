@@ -216,7 +216,11 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
                 t["check --build"] = time.monotonic() - t0
                 assert res.returncode == 0, res.stdout + res.stderr
                 lines = res.stdout.splitlines()
-                assert not [line for line in lines if line.startswith(("FAIL", "SKIP"))]
+                assert not [line for line in lines if line.startswith("FAIL")]
+                # The dev stack has no scaler; everything else is checked.
+                assert [line for line in lines if line.startswith("SKIP")] == [
+                    "SKIP scaler: this farm has no scaler"
+                ]
                 for arch in ARCHS:
                     assert any(line.startswith(f"PASS build {arch}:") for line in lines), arch
                 # ... and independently: who built what, and the ELF machine.
@@ -247,7 +251,9 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
             with ssh.tunnel(tunnel):
                 after = backend.rep("GET", f"/build/{CHECK_PRJ}/check/aarch64/hello-obs")
                 assert after == binaries
-                idle = wait_registered(backend, set(want), 120)
+                # Registrations live on the data disk; workers also re-announce
+                # themselves every 5 minutes.
+                idle = wait_registered(backend, set(want), 360)
                 assert set(idle) == set(want), sorted(idle)
 
             # -- ./check passes again; then one scheduler stops and it says so
