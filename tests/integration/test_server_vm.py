@@ -93,7 +93,7 @@ def run_check(outputs: Path, key: Path, port: int, *extra: str) -> subprocess.Co
 def wait_backend_ready(ssh: sv.Ssh, units: list[str], timeout: float) -> float:
     """Seconds until every unit is active and every scheduler runs (repserver's view)."""
     t0 = time.monotonic()
-    probe = f"systemctl is-active {' '.join(units)} && curl -fsS http://127.0.0.1:5252/workerstatus"
+    probe = f"systemctl is-active --quiet {' '.join(units)} && curl -fsS http://127.0.0.1:5252/workerstatus"
     while True:
         res = ssh.run(probe, timeout=60, check=False)
         if res.returncode == 0:
