@@ -625,21 +625,33 @@ def check_build(
     files = {**source_files(), "_constraints": build_constraints(archs, group_of).encode()}
     pkg_meta = f"<package name='{CHECK_PACKAGE}' project='{prj}'><title/><description/></package>"
     try:
+        before = _srcmd5(server, prj)
         _put(server, f"/source/{prj}/_meta", meta.encode())
         _put(server, f"/source/{prj}/{CHECK_PACKAGE}/_meta", pkg_meta.encode())
         for name, content in files.items():
             _put(server, f"/source/{prj}/{CHECK_PACKAGE}/{name}?rev=upload", content)
-        server.out(
-            curl(f"{SRCSERVER}/source/{prj}/{CHECK_PACKAGE}?cmd=commit&rev=upload", "-X", "POST")
-        )
         # The server's clock: job times are the server's, and ours may differ.
         started = float(server.out("date +%s"))
         server.out(
-            curl(f"{SRCSERVER}/build/{prj}?cmd=rebuild&package={CHECK_PACKAGE}", "-X", "POST")
+            curl(f"{SRCSERVER}/source/{prj}/{CHECK_PACKAGE}?cmd=commit&rev=upload", "-X", "POST")
         )
+        if _srcmd5(server, prj) == before:
+            # Same sources as an earlier ./check: no new build unless asked.
+            # (Asking always would restart a job the commit already started.)
+            server.out(
+                curl(f"{SRCSERVER}/build/{prj}?cmd=rebuild&package={CHECK_PACKAGE}", "-X", "POST")
+            )
     except RemoteError as err:
         return [failed("build", f"cannot submit {CHECK_PACKAGE}: {err}")]
     return _wait_and_inspect(server, prj, archs, started, timeout_s, clock)
+
+
+def _srcmd5(server: Server, prj: str) -> str | None:
+    rc, out, _ = server.run(curl(f"{SRCSERVER}/source/{prj}/{CHECK_PACKAGE}"))
+    try:
+        return ET.fromstring(out).get("srcmd5") if rc == 0 else None
+    except ET.ParseError:
+        return None
 
 
 def _put(server: Server, path: str, content: bytes) -> None:

@@ -324,11 +324,11 @@ class VmBackend(ob.ObsBackend):
                 tar.add(deb, arcname=deb.name)
         full = f"/srv/obs/build/{project}/{repo}/{arch}/:full"
         with _serve_dir(self.workdir) as port:
+            # As the backend's user, so every directory it makes is its own.
             self.ssh.out(
-                f"sudo install -d -o obsrun -g obsrun {shlex.quote(full)} && "
+                f"sudo -u obsrun mkdir -p {shlex.quote(full)} && "
                 f"curl -fsS http://{self.host_ip}:{port}/{arch}.tar | "
-                f"sudo tar -x --no-same-owner -C {shlex.quote(full)} && "
-                f"sudo chown -R obsrun:obsrun {shlex.quote(f'/srv/obs/build/{project}')}",
+                f"sudo -u obsrun tar -x -C {shlex.quote(full)}",
                 timeout=600,
             )
         tar_path.unlink()
