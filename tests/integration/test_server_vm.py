@@ -169,6 +169,7 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
             # obs-server's own unit file, no override of ours
             assert path.endswith(f"/lib/systemd/system/{unit}.service"), (unit, path)
             assert ssh.out(f"systemctl is-active {unit}").strip() == "active", unit
+        print("failed units:", ssh.run("systemctl --failed --no-legend", check=False).stdout)
         # Before the run command, no worker range is allowed in.
         rep_on_server_ip = f"http://{server_ip}:{sv.REPSERVER_PORT}"
         assert refused_from_worker_range(f"{rep_on_server_ip}/getworkercode")
