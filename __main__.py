@@ -246,3 +246,9 @@ pulumi.export("serverPrivateIp", server.private_ip)
 pulumi.export("resourceGroup", net.resource_group_name)
 pulumi.export("dataResourceGroup", kept.resource_group_name)
 pulumi.export("topology", [p.to_output() for p in pools.values()])
+# For ./check (tools/check.py): whom to log in as, which disk must hold
+# /srv/obs, and which daemons the server runs. `flavor` arrives with the
+# appliance server; until then every server is the Debian backend.
+pulumi.export("adminUsername", settings.admin_username)
+pulumi.export("dataDiskId", server.data_disk_id)
+pulumi.export("serverFlavor", settings.server.flavor)

@@ -14,6 +14,17 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q -o Dpkg::Options::=--force-confold obs-server
 install -m 0644 "$conf_dir/BSConfig.pm" /etc/obs/BSConfig.pm
 
+# obs-server's units wait only for the network, and fstab mounts the data
+# disk with nofail: after a reboot a daemon could start before /srv/obs is
+# mounted and write a new, empty tree onto the OS disk. Every one of them
+# waits for the data disk.
+for unit in /lib/systemd/system/obs*.service; do
+  dropin="/etc/systemd/system/$(basename "$unit").d"
+  install -d "$dropin"
+  printf '[Unit]\nRequiresMountsFor=/srv/obs\n' >"$dropin/obs-farm-data-disk.conf"
+done
+systemctl daemon-reload
+
 # Schedulers and the workers' address ranges follow the worker pools; they
 # arrive later through obs-farm-apply-farm (a VM run command), so that
 # changing the workers never changes this VM's custom data.

@@ -58,6 +58,8 @@ def tls_pair() -> tuple[str, str]:
 # The one exception is a measurement a person asks for by name, whose skip
 # reason starts with OPT_IN (it is not a check CI is expected to run).
 OPT_IN = "opt-in:"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield

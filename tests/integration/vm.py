@@ -532,6 +532,7 @@ def qemu_command(
     cpus: int,
     verbose_console: bool = False,
     extra_drives: Sequence[Path] = (),
+    user_net: str = "",
 ) -> list[str]:
     """The qemu argv: TCG, direct kernel boot, serial to a file, loopback-only forwards.
 
@@ -542,8 +543,10 @@ def qemu_command(
     for drive in extra_drives:
         fmt = "qcow2" if drive.suffix == ".qcow2" else "raw"
         drives += ["-drive", f"file={drive},if=virtio,format={fmt}"]
-    nic = "user,model=virtio-net-pci" + "".join(
-        f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in hostfwd
+    nic = (
+        "user,model=virtio-net-pci"
+        + (f",{user_net}" if user_net else "")
+        + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in hostfwd)
     )
     return [
         "qemu-system-x86_64",
@@ -817,6 +820,7 @@ def boot(
     verbose_console: bool = False,
     vendor_data: str | None = None,
     extra_drives: Sequence[Path] = (),
+    user_net: str = "",
 ) -> Iterator[VmRun]:
     """Boot `image` (default: the base image) with this user-data; yield the VmRun.
 
@@ -830,7 +834,10 @@ def boot(
     `vendor_data` goes into the seed as NoCloud vendor-data (what a cloud
     provider adds to the user's data). `extra_drives` (raw, or qcow2 by
     suffix) follow the seed as /dev/vdc, /dev/vdd, ...; they are the caller's
-    and survive the boot (a data disk kept across VMs).
+    and survive the boot (a data disk kept across VMs). `user_net` adds
+    options to QEMU's user network (e.g. `net=10.40.0.0/16,host=...,
+    dhcpstart=...`: the guest's address and the host's address as the guest
+    sees it).
     """
     _require_tools(BOOT_TOOLS)
     image = image or build_image()
@@ -864,6 +871,7 @@ def boot(
                 cpus=cpus,
                 verbose_console=verbose_console,
                 extra_drives=extra_drives,
+                user_net=user_net,
             )
         )
         yield run

@@ -1,0 +1,376 @@
+"""./check (tools/check.py): what it concludes from what the server reports,
+and how it treats user mistakes. The checks against a real server run in
+tests/integration/test_server_vm.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.cloudinit import aarch32_probe
+from components.topology import azure_worker_pool
+from config import load_settings
+from tools import check
+from tools.offline import read_stack_config, run_program
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dev_outputs() -> dict:
+    return run_program("dev", read_stack_config("dev")).outputs
+
+
+@pytest.fixture(scope="module")
+def pools(dev_outputs) -> list[check.PoolSpec]:
+    return check.pool_specs(dev_outputs["topology"])
+
+
+def test_dev_outputs_carry_what_check_reads(dev_outputs, pools):
+    assert dev_outputs["adminUsername"] == "obsadmin"
+    assert dev_outputs["serverFlavor"] == "backend"
+    assert dev_outputs["dataDiskId"]
+    (pool,) = pools
+    settings = load_settings(read_stack_config("dev"))
+    want = azure_worker_pool(settings)
+    assert pool.name == want.name and pool.min_vms == 0
+    assert {(g.arch, g.scheduler_arch, g.instances) for g in pool.groups} == {
+        (g.arch, g.scheduler_arch, g.instances) for g in want.groups
+    }
+    # The labels ./check expects are the ones the workers register with.
+    assert {frozenset(g.hostlabels) for g in pool.groups} == {
+        frozenset(g.hostlabels) for g in want.groups
+    }
+    assert check.scheduler_archs(pools) == ["aarch64", "armv7l", "x86_64"]
+
+
+# --------------------------------------------------------------------------- workers
+
+WORKERSTATUS = """<workerstatus clients="3">
+  <idle workerid="vm0:x86_64-1" hostarch="x86_64" uri="http://10.40.16.4:41001"/>
+  <building workerid="vm0:aarch64-1" hostarch="aarch64" uri="http://10.40.16.4:41201"
+    project="p" repository="r" package="x" arch="aarch64" starttime="1"/>
+  <idle workerid="vm0:armv7hl-1" hostarch="armv7l" uri="http://10.40.16.4:41101"/>
+  <down workerid="old:x86_64-1" hostarch="x86_64"/>
+  <waiting arch="x86_64" jobs="0"/>
+  <partition>
+    <daemon type="srcserver" state="running"/>
+    <daemon type="scheduler" arch="x86_64" state="running"/>
+    <daemon type="scheduler" arch="aarch64" state="dead"/>
+  </partition>
+</workerstatus>"""
+
+
+def registration(labels: list[str], port: int) -> str:
+    tags = "".join(f"<hostlabel>{label}</hostlabel>" for label in labels)
+    return (
+        f'<worker hostarch="x86_64" ip="10.40.16.4" port="{port}" workerid="w">'
+        f"<linux><version>6.1</version></linux><hardware><cpu/>{tags}</hardware></worker>"
+    )
+
+
+def good_registrations(answers: bool = True) -> dict[str, check.Registration]:
+    regs = {}
+    for wid, arch, execution, port in (
+        ("vm0:x86_64-1", "x86_64", "native", 41001),
+        ("vm0:aarch64-1", "aarch64", "emulated", 41201),
+        ("vm0:armv7hl-1", "armv7hl", "emulated", 41101),
+    ):
+        xml = registration([f"obs-farm-{execution}", f"obs-farm-{arch}"], port)
+        regs[wid] = check.parse_registration(xml, answers)
+    return regs
+
+
+def test_workerstatus_parsing():
+    workers, daemons = check.parse_workerstatus(WORKERSTATUS)
+    assert [(w.state, w.workerid) for w in workers][:2] == [
+        ("idle", "vm0:x86_64-1"),
+        ("building", "vm0:aarch64-1"),
+    ]
+    assert daemons["scheduler:aarch64"] == "dead"
+    results = check.evaluate_schedulers(["x86_64", "aarch64", "armv7l"], daemons)
+    assert [r.status for r in results] == ["PASS", "FAIL", "FAIL"]
+    assert "dead" in results[1].reason and "not listed" in results[2].reason
+
+
+def test_pool_with_every_worker_as_promised_passes(pools):
+    workers, _ = check.parse_workerstatus(WORKERSTATUS)
+    results = check.evaluate_pool(pools[0], workers, good_registrations())
+    assert [r.status for r in results] == ["PASS"] * 4, results
+    assert "vm0" in results[0].reason
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda ws, regs: (ws[1:], regs), "vm0:x86_64-1 not registered"),
+        (
+            lambda ws, regs: (
+                [check.Worker("idle", "vm0:x86_64-1", "i586", ws[0].uri), *ws[1:]],
+                regs,
+            ),
+            "registered as i586, expected x86_64",
+        ),
+        (
+            lambda ws, regs: (
+                [check.Worker("idle", "vm0:x86_64-1", "x86_64", "http://h:5000"), *ws[1:]],
+                regs,
+            ),
+            "on port 5000, expected 41001-41001",
+        ),
+        (
+            lambda ws, regs: (
+                ws,
+                {
+                    **regs,
+                    "vm0:x86_64-1": check.parse_registration(
+                        registration(["obs-farm-x86_64"], 41001), True
+                    ),
+                },
+            ),
+            "lacks host label(s) obs-farm-native",
+        ),
+        (
+            lambda ws, regs: (
+                ws,
+                {
+                    **regs,
+                    "vm0:x86_64-1": check.Registration(regs["vm0:x86_64-1"].hostlabels, 1, False),
+                },
+            ),
+            "does not answer at http://10.40.16.4:41001/worker",
+        ),
+    ],
+)
+def test_each_worker_problem_fails_its_group_and_names_it(pools, change, expected):
+    workers, _ = check.parse_workerstatus(WORKERSTATUS)
+    workers, regs = change(workers, good_registrations())
+    results = check.evaluate_pool(pools[0], workers, regs)
+    failed = [r for r in results if r.status == "FAIL"]
+    assert len(failed) == 1 and failed[0].name == "workers azure-x86 x86_64", results
+    assert expected in failed[0].reason
+
+
+def test_pool_scaled_to_zero_is_skipped_only_when_min_is_zero(pools):
+    (result,) = check.evaluate_pool(pools[0], [], {})
+    assert result.status == "SKIP" and "minVms is 0" in result.reason
+    busy = check.PoolSpec("p", "azure", 2, 3, pools[0].groups)
+    (result,) = check.evaluate_pool(busy, [], {})
+    assert result.status == "FAIL" and "minVms is 2" in result.reason
+    workers, _ = check.parse_workerstatus(WORKERSTATUS)
+    results = check.evaluate_pool(busy, workers, good_registrations())
+    assert (
+        results[0].status == "FAIL" and "1 machine(s) registered, minVms is 2" in results[0].reason
+    )
+
+
+def test_aws_and_azure_pools_claim_their_own_hosts():
+    group = check.GroupSpec("aarch64", "aarch64", "native", 1, (41201, 41201))
+    aws = check.PoolSpec("aws-graviton", "aws", 1, 3, (group,))
+    azure_group = check.GroupSpec("aarch64", "aarch64", "emulated", 1, (41201, 41201))
+    azure = check.PoolSpec("azure-x86", "azure", 1, 3, (azure_group,))
+    workers = [
+        check.Worker("idle", "i-0123456789abcdef0:aarch64-1", "aarch64", "http://10.41.0.9:41201"),
+        check.Worker("idle", "azure-x86000001:aarch64-1", "aarch64", "http://10.40.16.5:41201"),
+    ]
+    regs = {
+        "i-0123456789abcdef0:aarch64-1": check.Registration(
+            frozenset({"obs-farm-native", "obs-farm-aarch64"}), 41201, True
+        ),
+        "azure-x86000001:aarch64-1": check.Registration(
+            frozenset({"obs-farm-emulated", "obs-farm-aarch64"}), 41201, True
+        ),
+    }
+    assert [r.status for r in check.evaluate_pool(aws, workers, regs)] == ["PASS", "PASS"]
+    assert [r.status for r in check.evaluate_pool(azure, workers, regs)] == ["PASS", "PASS"]
+    assert "i-0123456789abcdef0" in check.evaluate_pool(aws, workers, regs)[0].reason
+
+
+# --------------------------------------------------------------------------- daemons, disk, scaler
+
+
+def test_units_fail_by_name():
+    results = check.evaluate_units(["obssrcserver", "obsscheduler@aarch64"], ["active", "inactive"])
+    assert [r.line() for r in results] == [
+        "PASS daemon obssrcserver: active",
+        "FAIL daemon obsscheduler@aarch64: systemd says inactive",
+    ]
+
+
+def test_daemon_units_follow_flavor_and_architectures():
+    backend = check.daemon_units("backend", ["aarch64", "x86_64"])
+    assert backend[-2:] == ["obsscheduler@aarch64", "obsscheduler@x86_64"]
+    assert {"obssrcserver", "obsrepserver", "obsdispatcher", "obspublisher"} <= set(backend)
+    appliance = check.daemon_units("appliance", ["aarch64"])
+    assert "apache2" in appliance and "obsscheduler" in appliance
+
+
+DISK_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/disks/obs-data"
+
+
+@pytest.mark.parametrize(
+    ("mount", "lun", "imds", "status", "words"),
+    [
+        ("/dev/sdc ext4", "/dev/sdc", "", "PASS", "disk id not compared"),
+        ("", "/dev/sdc", "", "FAIL", "nothing mounted"),
+        ("/dev/sda1 ext4", "/dev/sdc", "", "FAIL", "/srv/obs is on /dev/sda1"),
+        ("/dev/sdc ext4", "", "", "FAIL", "does not exist"),
+        (
+            "/dev/sdc ext4",
+            "/dev/sdc",
+            json.dumps({"dataDisks": [{"lun": "0", "managedDisk": {"id": DISK_ID.upper()}}]}),
+            "PASS",
+            f"managed disk {DISK_ID}",
+        ),
+        (
+            "/dev/sdc ext4",
+            "/dev/sdc",
+            json.dumps({"dataDisks": [{"lun": "0", "managedDisk": {"id": "/other"}}]}),
+            "FAIL",
+            "LUN 0 holds /other",
+        ),
+    ],
+)
+def test_data_disk(mount, lun, imds, status, words):
+    result = check.evaluate_data_disk(mount, lun, imds, DISK_ID)
+    assert result.status == status and words in result.reason, result
+
+
+def test_scaler():
+    assert check.evaluate_scaler(None, False, "inactive", None).status == "SKIP"
+    assert check.evaluate_scaler(True, False, "inactive", None).status == "FAIL"
+    assert "failed" in check.evaluate_scaler(None, True, "failed", 3).reason
+    assert check.evaluate_scaler(None, True, "active", None).status == "FAIL"
+    assert check.evaluate_scaler(None, True, "active", 4000).status == "FAIL"
+    assert check.evaluate_scaler(True, True, "active", 12).status == "PASS"
+
+
+# --------------------------------------------------------------------------- --build pieces
+
+
+def test_constraints_pin_every_arch_to_its_own_group():
+    xml = check.build_constraints(["armv7l", "x86_64"], {"armv7l": "armv7hl", "x86_64": "x86_64"})
+    assert "<arch>armv7l</arch></conditions><hostlabel>obs-farm-armv7hl</hostlabel>" in xml
+    assert "<arch>x86_64</arch></conditions><hostlabel>obs-farm-x86_64</hostlabel>" in xml
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_elf_machine_of_a_real_deb(tmp_path):
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: t\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.invalid>\n"
+        "Description: t\n"
+    )
+    (root / "usr" / "bin").mkdir(parents=True)
+    shutil.copy(sys.executable, root / "usr" / "bin" / "native")
+    (root / "usr" / "bin" / "arm").write_bytes(aarch32_probe())
+    (root / "usr" / "bin" / "text").write_text("#!/bin/sh\n")
+    for compression in ("xz", "gzip"):
+        deb = tmp_path / f"t-{compression}.deb"
+        subprocess.run(
+            ["dpkg-deb", "-Z", compression, "--root-owner-group", "-b", str(root), str(deb)],
+            check=True,
+            capture_output=True,
+        )
+        machines = check.elf_machines_of_deb(deb.read_bytes())
+        assert machines == {"./usr/bin/native": 62, "./usr/bin/arm": 40}
+    with pytest.raises(ValueError, match=r"not a \.deb"):
+        check.elf_machines_of_deb(b"hello")
+
+
+# --------------------------------------------------------------------------- user mistakes
+
+
+def run_cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path if path is not None else os.environ["PATH"]}
+    return subprocess.run(
+        [sys.executable, "-m", "tools.check", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode == 2, res
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_no_pulumi_cli(tmp_path):
+    line = one_line_error(run_cli("dev", path=str(tmp_path)))
+    assert "the pulumi CLI is not installed" in line and "--outputs" in line
+
+
+def test_no_such_stack(tmp_path):
+    # The Pulumi CLI cannot run here: a stand-in prints what pulumi prints
+    # for an unknown stack and exits as it does.
+    fake = tmp_path / "pulumi"
+    fake.write_text("#!/bin/sh\necho \"error: no stack named 'nosuch' found\" >&2\nexit 255\n")
+    fake.chmod(0o755)
+    line = one_line_error(run_cli("nosuch", path=f"{tmp_path}:{os.environ['PATH']}"))
+    assert line == (
+        "./check: cannot read the outputs of stack 'nosuch': error: no stack named 'nosuch' found"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "cannot read --outputs"),
+        ("not json", "is not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"topology": []}', "no 'serverPublicIp'"),
+        ('{"serverPublicIp": "1.2.3.4", "topology": [{"pool": "x"}]}', "not what this version"),
+    ],
+)
+def test_bad_outputs_file(tmp_path, content, words):
+    path = tmp_path / "outputs.json"
+    if content is not None:
+        path.write_text(content)
+    line = one_line_error(run_cli("dev", "--outputs", str(path)))
+    assert words in line
+
+
+def test_unreachable_server_fails_the_ssh_check(tmp_path, dev_outputs):
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(dev_outputs))
+    # A closed port on loopback: ssh fails at once.
+    res = run_cli(
+        "dev",
+        "--outputs",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9",
+        "-o",
+        "ConnectTimeout=5",
+    )
+    if shutil.which("ssh") is None:
+        pytest.skip("needs openssh-client")
+    assert res.returncode == 1, res
+    assert res.stdout.splitlines()[0].startswith("FAIL ssh: cannot log in as obsadmin@127.0.0.1:9")
+
+
+def test_check_script_takes_paths_relative_to_the_caller(tmp_path):
+    (tmp_path / "outputs.json").write_text("not json")
+    res = subprocess.run(
+        [str(REPO / "check"), "dev", "--outputs", "outputs.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one_line_error(res).startswith("./check: --outputs outputs.json is not JSON")
