@@ -323,14 +323,14 @@ def aws_env(endpoint: str, workdir: Path) -> dict[str, str]:
 
 
 def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fleet, moto_server):
-    """The hybrid stack's pools: the Azure pool at its min (1) with its machine
-    still booting (no worker yet, so nothing else can take an aarch64 job),
-    the Graviton pool at 0. The rule routes the waiting job to the native
-    pool; the emulated pool is not grown."""
+    """The hybrid stack's pools: the Azure pool with one machine still booting
+    (no worker yet, so nothing else can take an aarch64 job), the Graviton
+    pool at 0. The rule routes the waiting job to the native pool; the
+    emulated pool is not grown (nor is its booting machine removed)."""
     import boto3
 
     azure_pool, graviton = pool_of("hybrid", "azure-x86"), pool_of("hybrid", "aws-graviton")
-    assert graviton.min_vms == 0 and azure_pool.min_vms == 1
+    assert graviton.min_vms == 0 and azure_pool.min_vms <= 1
     make_group(moto_server)
     asg = boto3.client("autoscaling", region_name="eu-central-1", endpoint_url=moto_server,
                        aws_access_key_id="watch", aws_secret_access_key="watch")  # fmt: skip
@@ -338,7 +338,7 @@ def test_hybrid_graviton_pool_starts_from_zero_native_first(backend, workdir, fl
     d.mkdir()
     with ArmStandIn(d, ScaleSet(SUB, RG, "hyb-vmss")) as arm, \
             MotoWatcher(asg, "graviton-asg", graviton, fleet) as moto:  # fmt: skip
-        arm.set_capacity(azure_pool.min_vms)
+        arm.set_capacity(1)
         config = scaler_config("hybrid", backend.reposerver, backend.bsdir, {
             "azure-x86": azure_target("hyb-vmss"),
             "aws-graviton": {"region": "eu-central-1", "autoScalingGroup": "graviton-asg",
