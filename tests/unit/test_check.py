@@ -34,7 +34,7 @@ def pools(dev_outputs) -> list[check.PoolSpec]:
 
 def test_dev_outputs_carry_what_check_reads(dev_outputs, pools):
     assert dev_outputs["adminUsername"] == "obsadmin"
-    assert dev_outputs["serverFlavor"] == "backend"
+    assert dev_outputs["serverFlavor"] == "appliance"  # the default flavor
     assert dev_outputs["dataDiskId"]
     (pool,) = pools
     settings = load_settings(read_stack_config("dev"))
