@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from components.scaler import AwsTarget, AzureTarget, render_scaler_config
 from components.topology import WorkerPool, worker_pools
 from config import load_settings
 from tests.integration import obs_backend as ob
+from tests.integration.vm import free_port
 from tools.offline import read_stack_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,23 +156,6 @@ class Fleet:
     def stop_all(self) -> None:
         for host in list(self.machines):
             self.stop(host)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SwitchProxy:

@@ -27,7 +27,14 @@ from components.topology import azure_worker_pool
 from config import load_settings
 from tests.helpers.imds import MetadataStandIn
 from tests.integration import obs_backend as ob
-from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_registered
+from tests.integration.farm import (
+    farm_backend,
+    record,
+    require_host,
+    scratch_dir,
+    wait_for,
+    wait_registered,
+)
 from tools.offline import read_stack_config
 
 pytestmark = pytest.mark.integration
@@ -130,17 +137,6 @@ def job_status(obs: ob.ObsBackend) -> dict[str, str]:
     # code is an attribute, workerid and the rest are elements (BSXML jobstatus).
     root = ET.fromstring(obs.rep("GET", path))
     return {**root.attrib, **{e.tag: e.text or "" for e in root}}
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def test_preempted_machine_requeues_its_job_at_once_and_another_builds_it(

@@ -4,13 +4,13 @@ Auto Scaling and STS served by moto in server mode."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 from obs_farm_scaler.config import AzureTarget
 
+from tests.integration.vm import free_port
 from tests.scaler.azure_standin import ArmStandIn, ScaleSet, model_problems
 from tests.scaler.helpers import aws_target, make_group
 
@@ -87,12 +87,6 @@ def test_azure_errors_surface_as_exceptions(arm):
 
 
 # --- AWS ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
