@@ -284,12 +284,8 @@ def render_server_user_data(settings: FarmSettings) -> str:
     files = [
         _file("/etc/obs-farm/server.env", _env(env)),
         _file("/etc/obs-farm/BSConfig.pm", render_bsconfig(settings)),
-        _file(
-            "/usr/local/sbin/obs-farm-prepare-data-disk", template("prepare-data-disk.sh"), "0755"
-        ),
-        _file(
-            "/usr/local/sbin/obs-farm-server-setup", template("obs-farm-server-setup.sh"), "0755"
-        ),
+        _script("/usr/local/sbin/obs-farm-prepare-data-disk", "prepare-data-disk.sh"),
+        _script("/usr/local/sbin/obs-farm-server-setup", "obs-farm-server-setup.sh"),
     ]
     doc["write_files"] = files
     return _dump(doc)

@@ -7,8 +7,13 @@ every body against that version's models):
   set's VMs (a Flexible set's VMs are ordinary VM resources; the
   virtualMachineScaleSets/{name}/virtualMachines API is for Uniform sets);
 - PATCH virtualMachineScaleSets/{name} {"sku": {"capacity": n}}: scale out;
-- DELETE virtualMachines/{vm}: delete exactly that VM. Azure lowers the
-  Flexible set's capacity by one with it.
+- POST virtualMachineScaleSets/{name}/delete {"instanceIds": [vm]}: delete
+  exactly that VM (a Flexible set's instance ids are its VMs' names); Azure
+  lowers the set's capacity by one with it. Through the scale set, not a
+  DELETE of the VM resource: the server's role allows
+  `virtualMachineScaleSets/delete/action` at the set's scope only, while a
+  VM delete would need `virtualMachines/delete` at the resource group's
+  scope, which would also cover the server VM itself.
 Long-running operations are sent, not awaited (polling=False): the next poll
 sees their effect, and a slow VM creation never blocks the loop.
 """
@@ -90,9 +95,15 @@ class AzurePool:
         )
 
     def delete(self, machine: str) -> None:
+        from azure.mgmt.compute.models import VirtualMachineScaleSetVMInstanceRequiredIDs
+
+        t = self.target
         self.calls += 1
-        self.client.virtual_machines.begin_delete(
-            self.target.resource_group, machine, polling=False
+        self.client.virtual_machine_scale_sets.begin_delete_instances(
+            t.resource_group,
+            t.scale_set,
+            VirtualMachineScaleSetVMInstanceRequiredIDs(instance_ids=[machine]),
+            polling=False,
         )
 
     def complete_lifecycle(self, machine: str) -> None:

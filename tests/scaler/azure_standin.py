@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import secrets
 import ssl
 import threading
@@ -115,6 +114,10 @@ class Request:
     query: dict[str, str]
     body: Any
     status: int
+
+    def vms(self) -> list[str]:
+        """The VMs a scale-set delete request names."""
+        return list((self.body or {}).get("instanceIds", [])) if isinstance(self.body, dict) else []
 
 
 @dataclass
@@ -218,7 +221,11 @@ class ArmStandIn:
         return [r for r in self.requests if r.method == "PATCH" and r.status == 200]
 
     def deletes(self) -> list[Request]:
-        return [r for r in self.requests if r.method == "DELETE" and r.status == 200]
+        return [
+            r
+            for r in self.requests
+            if r.method == "POST" and r.path.endswith("/delete") and r.status == 200
+        ]
 
     # --- wire form ----------------------------------------------------------
 
@@ -279,11 +286,22 @@ class ArmStandIn:
             with self.lock:
                 vms = list(self.set.vms.values())
             return 200, {"value": [self.vm_json(v) for v in vms]}
-        m = re.fullmatch(rf"{re.escape(rg)}/virtualMachines/([^/]+)", path)
-        if m and method == "DELETE":
-            if body not in (None, b"", {}):
-                return 400, "DELETE takes no body"
-            return (200, None) if self.delete_vm(m[1]) else (404, f"no VM {m[1]}")
+        if path == f"{rg}/virtualMachineScaleSets/{self.set.name}/delete" and method == "POST":
+            # The scale set's batch delete: what the scaler's role allows.
+            problems = model_problems(
+                models.VirtualMachineScaleSetVMInstanceRequiredIDs, body, "create"
+            )
+            ids = body.get("instanceIds") if isinstance(body, dict) else None
+            if not isinstance(ids, list) or not ids:
+                problems.append(f"instanceIds must be a non-empty list; got {ids!r}")
+            if problems:
+                return 400, "; ".join(problems)
+            missing = [vm for vm in ids if vm not in self.set.vms]
+            if missing:
+                return 404, f"no VM {', '.join(missing)} in {self.set.name}"
+            for vm in ids:
+                self.delete_vm(vm)
+            return 200, None
         return 404, f"the stand-in does not serve {method} {path}"
 
     def _arm_handler(self) -> type[BaseHTTPRequestHandler]:

@@ -45,6 +45,7 @@ def test_azure_pool_scales_out_lists_and_deletes_exactly_one_vm(arm):
     assert after.capacity == 1
     patch = arm.capacity_requests()[0]
     assert patch.body == {"sku": {"capacity": 2}}
+    assert [r.body for r in arm.deletes()] == [{"instanceIds": [victim.id]}]
     assert pool.calls == len(arm.requests) == 8  # what the bench counts is what ARM sees
 
 
@@ -61,6 +62,49 @@ def test_the_standin_refuses_what_the_sdk_models_do_not_allow(arm):
             AZ.resource_group, AZ.scale_set, {"tags": {"a": "b"}}, polling=False
         )
     assert arm.set.capacity == 0
+    delete = pool.client.virtual_machine_scale_sets.begin_delete_instances
+    with pytest.raises(HttpResponseError, match=r"unknown property vmNames"):
+        delete(AZ.resource_group, AZ.scale_set, {"vmNames": ["x"]}, polling=False)
+    with pytest.raises(HttpResponseError, match=r"no VM nope"):
+        delete(AZ.resource_group, AZ.scale_set, {"instanceIds": ["nope"]}, polling=False)
+
+
+# The RBAC action each ARM call of the scaler needs, and the scope it is
+# checked at (the Flexible set's VMs are resource-group resources).
+ARM_CALLS = {
+    ("GET", "/virtualMachineScaleSets/{set}"): ("set", "virtualMachineScaleSets/read"),
+    ("PATCH", "/virtualMachineScaleSets/{set}"): ("set", "virtualMachineScaleSets/write"),
+    ("POST", "/virtualMachineScaleSets/{set}/delete"): (
+        "set",
+        "virtualMachineScaleSets/delete/action",
+    ),
+    ("GET", "/virtualMachines"): ("group", "virtualMachines/read"),
+}
+
+
+def test_every_call_the_azure_adapter_makes_is_allowed_by_the_servers_roles(arm):
+    """What the scaler really sends (seen by the stand-in) against the custom
+    roles the program assigns to the server (components/scaler.py): the set's
+    role at the set's scope, the VM reader at the resource group's."""
+    from obs_farm_scaler.azure import AzurePool
+
+    from components.scaler import AZURE_SCALE_SET_ACTIONS, AZURE_VM_READ_ACTIONS
+
+    pool = AzurePool(AZ)
+    pool.set_capacity(1)
+    pool.delete(pool.observe().machines[0].id)
+    granted = {"set": set(AZURE_SCALE_SET_ACTIONS), "group": set(AZURE_VM_READ_ACTIONS)}
+    prefix = (
+        f"/subscriptions/{AZ.subscription_id}/resourceGroups/{AZ.resource_group}"
+        "/providers/Microsoft.Compute"
+    )
+    seen = set()
+    for r in arm.requests:
+        path = r.path.removeprefix(prefix).replace(f"/{AZ.scale_set}", "/{set}")
+        scope, action = ARM_CALLS[(r.method, path)]
+        seen.add((r.method, path))
+        assert f"Microsoft.Compute/{action}" in granted[scope], (r.method, r.path)
+    assert seen == set(ARM_CALLS)
 
 
 def test_model_problems_reads_the_sdk_models():

@@ -77,7 +77,7 @@ def test_a_poll_scales_out_then_drains_and_deletes_an_idle_machine(world):
     assert arm.deletes() == []
     now[0] += 20
     assert s.poll()
-    assert [r.path.rsplit("/", 1)[1] for r in arm.deletes()] == [vm.name]
+    assert [r.vms() for r in arm.deletes()] == [[vm.name]]
     assert arm.set.capacity == 0
 
 
