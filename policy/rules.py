@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from components.topology import BACKEND_PORTS, WORKER_PORT_RANGE
 
@@ -280,6 +283,34 @@ _TEXT_PATHS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
+# cloud-init's write_files encodings (cc_write_files): the renderer packs
+# some scripts gzipped, and a secret inside one must not hide from the rule.
+_B64 = ("b64", "base64")
+_GZ_B64 = ("gz+b64", "gzip+b64", "gz+base64", "gzip+base64")
+
+
+def _packed_files(where: str, text: str) -> Iterator[tuple[str, str]]:
+    """The decoded content of a cloud-config's encoded write_files entries."""
+    if not text.startswith("#cloud-config"):
+        return
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return
+    files = doc.get("write_files") if isinstance(doc, dict) else None
+    for entry in files if isinstance(files, list) else []:
+        encoding = str(entry.get("encoding", "")).lower() if isinstance(entry, dict) else ""
+        if encoding not in _B64 + _GZ_B64:
+            continue
+        try:
+            data = base64.b64decode(str(entry.get("content", "")))
+            if encoding in _GZ_B64:
+                data = gzip.decompress(data)
+        except (binascii.Error, OSError, EOFError):
+            continue
+        yield f"{where} {entry.get('path')}", data.decode("utf-8", "replace")
+
+
 def _texts(res: Resource) -> Iterator[tuple[str, str]]:
     for path in _TEXT_PATHS.get(res.type, []):
         encoded = _dig(res.props, *path)
@@ -290,6 +321,7 @@ def _texts(res: Resource) -> Iterator[tuple[str, str]]:
         except binascii.Error:
             text = str(encoded)
         yield ".".join(path), text
+        yield from _packed_files(".".join(path), text)
     if res.type == "azure-native:compute:VirtualMachineRunCommandByVirtualMachine":
         script = _dig(res.props, "source", "script")
         if script:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 
 import pytest
 import yaml
@@ -218,6 +219,26 @@ def test_secret_in_user_data_fails(text):
         {"osProfile": {"customData": base64.b64encode(text.encode()).decode()}},
     )
     assert check("no-secrets-in-user-data", vm)
+
+
+@pytest.mark.parametrize("encoding", ["b64", "gz+b64"])
+def test_secret_in_an_encoded_write_files_entry_fails(encoding):
+    """The renderer packs worker scripts gzipped (components/cloudinit.py
+    _packed): what is inside them is checked too."""
+    secret = b"#!/bin/sh\nexport AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
+    data = gzip.compress(secret) if encoding.startswith("gz") else secret
+    entry = {"path": "/usr/local/sbin/x", "encoding": encoding}
+    entry["content"] = base64.b64encode(data).decode()
+    text = "#cloud-config\n" + yaml.safe_dump({"write_files": [entry]})
+    vm = Resource(
+        "azure-native:compute:VirtualMachine",
+        "vm",
+        {"osProfile": {"customData": base64.b64encode(text.encode()).decode()}},
+    )
+    assert check("no-secrets-in-user-data", vm) == [
+        "osProfile.customData /usr/local/sbin/x line 2 looks like an AWS access key id; "
+        "pass secrets another way"
+    ]
 
 
 def test_generated_on_vm_passwords_are_not_secrets():
