@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from components import cloudinit
+from components.topology import WorkerPool
 from config import FarmSettings
 from tests.integration import obs_backend as ob
 
@@ -82,6 +83,24 @@ def ports_of(entries: Sequence[ob.WorkerEntry]) -> list[int]:
 
 # Numbers the tier reports at the end of the run (see conftest.py).
 TIMINGS: dict[str, str] = {}
+
+
+def write_worker_conf(
+    pool: WorkerPool, conf: Path, reposerver: str, code_dir: Path, port_shift: int = 0
+) -> None:
+    """worker.env and groups/<arch>.env as cloud-init writes them, pointed at
+    this host's backend and worker-code directory, every group's ports moved
+    by `port_shift` so several "machines" fit on one host."""
+    (conf / "groups").mkdir(parents=True)
+    env = cloudinit.worker_env(pool, "127.0.0.1")
+    env = env.replace("/var/lib/obs-farm/worker-code", str(code_dir))
+    (conf / "worker.env").write_text(env.replace("http://127.0.0.1:5252", reposerver))
+    for g in pool.groups:
+        text = cloudinit.group_env(g).replace(
+            f'PORT_BASE="{g.port_base}"', f'PORT_BASE="{g.port_base + port_shift}"'
+        )
+        assert str(g.port_base + port_shift) in text
+        (conf / "groups" / f"{g.arch}.env").write_text(text)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:

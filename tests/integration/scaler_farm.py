@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components import cloudinit
 from components.scaler import AwsTarget, AzureTarget, render_scaler_config
 from components.topology import WorkerPool, worker_pools
 from config import load_settings
 from tests.integration import obs_backend as ob
+from tests.integration.farm import write_worker_conf
 from tests.integration.vm import free_port
 from tools.offline import read_stack_config
 
@@ -72,16 +72,7 @@ class Machine:
         self.pool = dataclasses.replace(pool, work_dir=str(root / "work"))
         self.root = root
         conf = root / "etc"
-        (conf / "groups").mkdir(parents=True)
-        env = cloudinit.worker_env(self.pool, "127.0.0.1")
-        env = env.replace("/var/lib/obs-farm/worker-code", str(code_dir))
-        (conf / "worker.env").write_text(env.replace("http://127.0.0.1:5252", reposerver))
-        for g in self.pool.groups:
-            text = cloudinit.group_env(g).replace(
-                f'PORT_BASE="{g.port_base}"', f'PORT_BASE="{g.port_base + offset}"'
-            )
-            assert str(g.port_base + offset) in text
-            (conf / "groups" / f"{g.arch}.env").write_text(text)
+        write_worker_conf(self.pool, conf, reposerver, code_dir, offset)
         sbin = root / "sbin"
         sbin.mkdir()
         (sbin / "obs-farm-check-binfmt").symlink_to(SCRIPTS / "check-binfmt.sh")

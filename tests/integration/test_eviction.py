@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
 from tests.helpers.imds import MetadataStandIn
@@ -34,6 +33,7 @@ from tests.integration.farm import (
     scratch_dir,
     wait_for,
     wait_registered,
+    write_worker_conf,
 )
 from tools.offline import read_stack_config
 
@@ -78,14 +78,7 @@ class Machine:
         self.workerid = group.worker_ids(hostname)[0]
         self.port = group.port_base + port_shift + 1
         self.conf = root / "etc"
-        (self.conf / "groups").mkdir(parents=True)
-        env = cloudinit.worker_env(pool, "127.0.0.1")
-        env = env.replace("/var/lib/obs-farm/worker-code", str(root / "code"))
-        (self.conf / "worker.env").write_text(env.replace("http://127.0.0.1:5252", reposerver))
-        genv = cloudinit.group_env(group).replace(
-            f'PORT_BASE="{group.port_base}"', f'PORT_BASE="{group.port_base + port_shift}"'
-        )
-        (self.conf / "groups" / f"{ARCH}.env").write_text(genv)
+        write_worker_conf(pool, self.conf, reposerver, root / "code", port_shift)
         self.run_dir = root / "run"
         self.logs = root / "logs"
         self.logs.mkdir()

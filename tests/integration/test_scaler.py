@@ -24,17 +24,16 @@ import pytest
 from components.topology import WorkerPool
 from config import load_settings
 from tests.integration import obs_backend as ob
-from tests.integration.farm import farm_backend, record, require_host, scratch_dir
+from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_for
 from tests.integration.scaler_farm import (
     Fleet,
     MotoWatcher,
     ScalerProcess,
     SwitchProxy,
-    free_port,
     scaler_config,
     stack_pools,
-    wait_for,
 )
+from tests.integration.vm import free_port
 from tests.scaler.azure_standin import ArmStandIn, ScaleSet
 from tests.scaler.helpers import make_group
 from tools.offline import read_stack_config
