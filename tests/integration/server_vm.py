@@ -222,8 +222,10 @@ class Ssh:
 
 @contextlib.contextmanager
 def loopback_address(address: str) -> Iterator[None]:
-    """`address`/32 on the host's lo for the duration (removed after)."""
-    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    """`address`/32 on the host's lo for the duration (removed after).
+    `replace`, not `add`: a run killed part-way leaves the address behind,
+    and the next run must not fail on it."""
+    subprocess.run(["ip", "addr", "replace", f"{address}/32", "dev", "lo"], check=True)
     try:
         yield
     finally:

@@ -36,6 +36,7 @@ from tests.integration.scaler_farm import (
 from tests.integration.vm import free_port
 from tests.scaler.azure_standin import ArmStandIn, ScaleSet
 from tests.scaler.helpers import make_group
+from tests.scaler.helpers import moto_server as fresh_moto_server
 from tools.offline import read_stack_config
 
 pytestmark = pytest.mark.integration
@@ -303,15 +304,8 @@ def test_drain_stops_dispatch_and_survives_a_worker_restart(backend, fleet):
 
 @pytest.fixture
 def moto_server(workdir, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with fresh_moto_server(free_port()) as endpoint:
+        yield endpoint
 
 
 def aws_env(endpoint: str, workdir: Path) -> dict[str, str]:

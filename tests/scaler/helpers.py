@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from obs_farm_scaler.config import AwsTarget, parse
@@ -88,3 +91,23 @@ def aws_target() -> AwsTarget:
         "eu-central-1", "graviton-asg", "graviton-drain",
         "arn:aws:iam::123456789012:role/obs-farm-scaler", "api://obs-farm-scaler",
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def moto_server(port: int) -> Iterator[str]:
+    """A moto server on 127.0.0.1:`port`, its state emptied first: moto keeps
+    its backends per process, so a group another test made would otherwise
+    still be there."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
+        yield endpoint
+    finally:
+        server.stop()

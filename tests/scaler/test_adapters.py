@@ -12,7 +12,7 @@ from obs_farm_scaler.config import AzureTarget
 
 from tests.integration.vm import free_port
 from tests.scaler.azure_standin import ArmStandIn, ScaleSet, model_problems
-from tests.scaler.helpers import aws_target, make_group
+from tests.scaler.helpers import aws_target, make_group, moto_server
 
 AZ = AzureTarget("00000000-0000-0000-0000-000000000001", "obs-rg", "azure-x86-vmss")
 
@@ -135,20 +135,13 @@ def test_azure_errors_surface_as_exceptions(arm):
 
 @pytest.fixture
 def moto(tmp_path, monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server(free_port()) as endpoint:
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        yield endpoint
 
 
 def test_aws_pool_with_web_identity_scales_out_and_terminates_exactly_one(moto, arm, monkeypatch):
