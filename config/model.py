@@ -127,6 +127,21 @@ class ScalerSettings(_Model):
     unhealthy_minutes: Annotated[int, Field(ge=1, le=240)] = 5
 
 
+class EstimateSettings(_Model):
+    """Only for the rebuild estimate (`./plan --workload`); deploys nothing."""
+
+    # Minutes from a capacity request to the new machine's workers registered,
+    # per worker pool (azure-x86, aws-graviton); unset: estimate/farm.py's default.
+    boot_minutes: dict[str, Any] = {}
+
+    @field_validator("boot_minutes")
+    @classmethod
+    def _boot(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from estimate.farm import check_boot_minutes
+
+        return check_boot_minutes(value)
+
+
 class NetworkSettings(_Model):
     address_space: str = "10.40.0.0/16"
     server_subnet: str = "10.40.1.0/24"
@@ -247,6 +262,8 @@ class FarmSettings(_Model):
     # Negotiated prices replacing entries of the rebuild estimate's price
     # table (estimate/prices.yaml); not used by anything deployed.
     prices: dict[str, Any] = {}
+    # Rebuild-estimate parameters (boot time per pool); deploys nothing.
+    estimate: EstimateSettings = EstimateSettings()
 
     @field_validator("architectures")
     @classmethod

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from components.topology import worker_pools
 from config import load_settings
 from estimate import slowdowns
 from estimate.model import simulate
@@ -42,8 +41,8 @@ def emulated_factor(factor: float) -> Iterator[None]:
 def rebuild_hours(stack: str, doc: dict, median: float) -> float:
     spec = {**doc, "buildMinutes": {**doc["buildMinutes"], "medianMinutes": median}}
     workload = parse_workload(spec, doc.get("name", "calibration"))
-    pools = worker_pools(load_settings(read_stack_config(stack)))
-    return simulate(pools, workload)[0] / 60
+    run = simulate(load_settings(read_stack_config(stack)), workload)[0]
+    return run.makespan / 3600
 
 
 def calibrate(stack: str, doc: dict, hours: float, factor: float) -> float:

@@ -2,56 +2,45 @@
 
 Pure: settings, a workload and a price table in, an `Estimate` out.
 
-The simulation, per architecture: every job of the workload is taken
-longest first and given to the worker instance (of any pool building that
-architecture) on which it would finish earliest. An instance's speed is its
-execution kind's slowdown (estimate/slowdowns.py) and its `make -j`. Each
-pool starts with its minimum machines up; the others are requested as the
-pool's scaling allows (Azure: the deployed CPU rule adds one VM per 10
-minutes; AWS: target tracking asks for them at once) and take part after
-their boot time. Machines leave when idle (Azure, after the scale-in
-window) or stay (AWS instances are protected from scale-in until a drain
-step exists) or stay because they are the minimum.
+The simulation (estimate/farm.py): the whole workload is queued at once;
+OBS's dispatcher gives each waiting job, longest first, to an idle worker
+instance of its architecture; obs-farm-scaler's own `decide` runs every
+`scaler.pollSeconds` on what the farm shows and grows each pool (native
+pools first for an architecture several pools build), up to its maximum,
+with machines whose workers register after the pool's boot time; it drains
+and deletes machines idle for `scaler.idleMinutes`. A build's time is its
+native minutes times its group's slowdown (estimate/slowdowns.py) and
+`make -j` factor. Worker VM-hours run from each machine's capacity request
+to its deletion; the pool's minimum machines count until the last build.
 
 Ignored: build dependencies (OBS builds a package only after what it needs;
 the model assumes the queue is always full), the scheduler's and
-dispatcher's own time, downloads, publishing, failed builds and retries,
-Spot evictions, OBS's own dispatch order (it is not longest-first), CPU
-differences between Azure x86-64 sizes, and aarch64 workers taking armv7l
-jobs (OBS allows it on CPUs with AArch32).
+dispatcher's own time, cloud API latency, downloads, publishing, failed
+builds and retries, Spot evictions, OBS's own dispatch order (it is not
+longest-first), CPU differences between Azure x86-64 sizes, and aarch64
+workers taking armv7l jobs (OBS allows it on CPUs with AArch32).
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
-from components.topology import WorkerGroup, WorkerPool, worker_pools
+from components.topology import SCHEDULER_ARCH, WorkerGroup, WorkerPool, worker_pools
 from config.catalog import GRAVITON_TYPES
 from config.model import FarmSettings
+from estimate.farm import (
+    DEFAULT_BOOT_MINUTES,
+    FarmRun,
+    PoolSpec,
+    SimJob,
+    SimulationError,
+    machine_hours,
+    scaler_settings,
+    simulate_farm,
+)
 from estimate.prices import HOURS_PER_MONTH, PriceTable, premium_ssd_tier
 from estimate.slowdowns import EMULATED, GRAVITON_GENERATION, NATIVE, parallel_speed
 from estimate.workload import Workload
-
-
-@dataclass(frozen=True)
-class Scaling:
-    boot_minutes: float
-    # Minutes between two added machines while the queue is full; 0: all at once.
-    step_minutes: float
-    # Minutes an idle machine stays before it is removed; None: it stays.
-    idle_minutes: float | None
-
-
-SCALING = {
-    # components/azure_workers.py: +1 VM when CPU > 60% over 10 min, 10 min
-    # cooldown; -1 VM below 10% over 30 min. Boot: VM allocation and the
-    # worker cloud-init (packages installed at boot), assumed 5 min.
-    "azure": Scaling(boot_minutes=5, step_minutes=10, idle_minutes=30),
-    # components/aws_workers.py: target tracking at 60% CPU, 300 s warm-up;
-    # new instances are protected from scale-in and no drain step exists.
-    "aws": Scaling(boot_minutes=5, step_minutes=0, idle_minutes=None),
-}
 
 
 def group_slowdown(pool: WorkerPool, group: WorkerGroup) -> float:
@@ -62,6 +51,10 @@ def group_slowdown(pool: WorkerPool, group: WorkerGroup) -> float:
     else:
         base = NATIVE.factor
     return base * (EMULATED[group.arch].factor if group.emulated else 1.0)
+
+
+def boot_minutes(settings: FarmSettings, pool: str) -> float:
+    return float(settings.estimate.boot_minutes.get(pool, DEFAULT_BOOT_MINUTES))
 
 
 @dataclass
@@ -84,6 +77,20 @@ class PoolResult:
     vm_hours: float = 0.0
     vms_used: int = 0
     cost: float | None = 0.0
+    boot_minutes: float = DEFAULT_BOOT_MINUTES
+    boot_default: bool = True
+    peak_vms: int = 0
+    on_demand_hours: float = 0.0
+
+
+@dataclass
+class Scaling:
+    """How the simulated farm was scaled (obs-farm-scaler's settings)."""
+
+    poll_seconds: float
+    idle_minutes: float
+    decisions: int
+    scale_in_hours: float  # from the last build until every pool is at its minimum
 
 
 @dataclass
@@ -98,6 +105,7 @@ class Estimate:
     prices_as_of: str | None
     rebuild_cost: float | None
     idle_cost_per_month: float | None
+    scaling: Scaling | None = None
     missing_prices: list[str] = field(default_factory=list)
     stale_prices: list[str] = field(default_factory=list)
     unbuildable: list[str] = field(default_factory=list)
@@ -107,94 +115,52 @@ class Estimate:
         return max(self.groups, key=lambda g: g.finish_hours, default=None)
 
 
-@dataclass
-class _Machine:
-    pool: int
-    index: int
-    requested: float
-    available: float
-    last_finish: float = 0.0
-    used: bool = False
-
-
-def _machines(pools: list[WorkerPool]) -> list[_Machine]:
-    out = []
-    for p_i, pool in enumerate(pools):
-        sc = SCALING[pool.cloud]
-        for k in range(pool.max_vms):
-            if k < pool.min_vms:
-                out.append(_Machine(p_i, k, 0.0, 0.0))
-            else:
-                requested = (k - pool.min_vms) * sc.step_minutes
-                out.append(_Machine(p_i, k, requested, requested + sc.boot_minutes))
-    return out
-
-
 def simulate(
-    pools: list[WorkerPool], workload: Workload
-) -> tuple[float, list[GroupResult], list[_Machine], list[str]]:
-    """Makespan (minutes), per-group results, machines and unbuildable archs."""
-    machines = _machines(pools)
-    by_pool: dict[int, list[_Machine]] = {}
-    for m in machines:
-        by_pool.setdefault(m.pool, []).append(m)
+    settings: FarmSettings, workload: Workload, every_poll: bool = False
+) -> tuple[FarmRun, list[GroupResult], list[str]]:
+    """The rebuild on the stack's farm: the run, per-group results, and the
+    architectures no pool builds (their jobs left out)."""
+    if not settings.scaler.enabled:
+        raise SimulationError(
+            "scaler.enabled is false: the rebuild estimate simulates obs-farm-scaler's "
+            "decisions, and the CPU scale-out fallback used without it is not modelled"
+        )
+    pools = worker_pools(settings)
+    specs = {}
     groups: list[GroupResult] = []
-    makespan = 0.0
-    unbuildable = []
-    for arch in workload.architectures:
-        jobs = sorted((j.minutes for j in workload.jobs_for(arch)), reverse=True)
-        # One heap of (free at, machine id, slot) per group building this arch.
-        lanes = []
-        for p_i, pool in enumerate(pools):
-            for g in pool.groups:
-                if g.arch != arch:
-                    continue
-                speed = parallel_speed(g.jobs) / parallel_speed(workload.reference_jobs)
-                result = GroupResult(
+    for pool in pools:
+        factors = {}
+        for g in pool.groups:
+            speed = parallel_speed(g.jobs) / parallel_speed(workload.reference_jobs)
+            slowdown = group_slowdown(pool, g)
+            factors[g.arch] = slowdown * speed
+            groups.append(
+                GroupResult(
                     pool.name,
-                    arch,
+                    g.arch,
                     "emulated" if g.emulated else "native",
                     g.instances * pool.min_vms,
                     g.instances * pool.max_vms,
                     g.jobs,
-                    group_slowdown(pool, g),
+                    slowdown,
                 )
-                groups.append(result)
-                heap = [
-                    (m.available, (m.pool, m.index), n, m)
-                    for m in by_pool.get(p_i, [])
-                    for n in range(g.instances)
-                ]
-                heapq.heapify(heap)
-                lanes.append((heap, result.slowdown * speed, result))
-        if not lanes:
-            unbuildable.append(arch)
-            continue
-        for minutes in jobs:
-            best = min(lanes, key=lambda lane: lane[0][0][0] + minutes * lane[1])
-            heap, factor, result = best
-            start, key, n, machine = heapq.heappop(heap)
-            duration = minutes * factor
-            end = start + duration
-            heapq.heappush(heap, (end, key, n, machine))
-            machine.last_finish = max(machine.last_finish, end)
-            machine.used = True
-            result.jobs += 1
-            result.busy_hours += duration / 60
-            result.finish_hours = max(result.finish_hours, end / 60)
-            makespan = max(makespan, end)
-    return makespan, groups, machines, unbuildable
-
-
-def _vm_minutes(m: _Machine, pool: WorkerPool, makespan: float) -> float:
-    sc = SCALING[pool.cloud]
-    if m.index < pool.min_vms or sc.idle_minutes is None:
-        end = makespan
-    elif m.requested >= makespan:
-        return 0.0  # the rebuild was over before this machine was asked for
-    else:
-        end = (m.last_finish if m.used else m.available) + sc.idle_minutes
-    return max(0.0, end - m.requested)
+            )
+        specs[pool.name] = PoolSpec(pool.name, boot_minutes(settings, pool.name) * 60, factors)
+    built = {g.arch for g in groups}
+    unbuildable = [a for a in workload.architectures if a not in built]
+    jobs = [
+        SimJob(SCHEDULER_ARCH[j.arch], j.minutes, j.ready_minutes * 60)
+        for j in workload.jobs
+        if j.arch in built
+    ]
+    run = simulate_farm(scaler_settings(settings), specs, jobs, every_poll=every_poll)
+    for g in groups:
+        stats = run.groups.get((g.pool, g.arch))
+        if stats:
+            g.jobs = stats.jobs
+            g.busy_hours = stats.busy_seconds / 3600
+            g.finish_hours = stats.finish / 3600
+    return run, groups, unbuildable
 
 
 class _Pricer:
@@ -243,18 +209,28 @@ def estimate(
 
     table = table.with_override(dict(settings.prices)) if settings.prices else table
     pools = worker_pools(settings)
-    makespan, groups, machines, unbuildable = simulate(pools, workload)
+    run, groups, unbuildable = simulate(settings, workload)
+    makespan = run.makespan / 60
     pricer = _Pricer(table, today)
     az, aws = settings.location, settings.aws_region
     pool_results = []
     rebuild_cost: float | None = 0.0
     idle_cost: float | None = 0.0
     total_vm_hours = 0.0
-    for p_i, pool in enumerate(pools):
+    for pool in pools:
         pr = PoolResult(pool)
-        mins = [(m, _vm_minutes(m, pool, makespan)) for m in machines if m.pool == p_i]
-        pr.vm_hours = sum(v for _, v in mins) / 60
-        pr.vms_used = sum(1 for m, v in mins if v > 0)
+        pr.boot_minutes = boot_minutes(settings, pool.name)
+        pr.boot_default = pool.name not in settings.estimate.boot_minutes
+        pr.vms_used = sum(1 for m in run.machines if m.pool == pool.name)
+        pr.peak_vms = run.peak(pool.name)
+        g = settings.graviton
+        base = None
+        if pool.cloud == "aws" and pool.spot:
+            assert g is not None
+            base = min(g.on_demand_base, pool.max_vms)
+        od_hours, spot_hours = machine_hours(run, pool.name, pool.min_vms, base)
+        pr.vm_hours = od_hours + spot_hours
+        pr.on_demand_hours = od_hours
         total_vm_hours += pr.vm_hours
         if pool.cloud == "azure":
             od = pricer.rate(f"azure/{az}/vm/{pool.vm_size}", spot=False) if not pool.spot else None
@@ -268,23 +244,23 @@ def estimate(
             pr.cost = _mul(vm_total, pr.vm_hours)
             idle_cost = _add(idle_cost, _mul(vm_total, pool.min_vms * HOURS_PER_MONTH))
         else:
-            g = settings.graviton
             assert g is not None
             key = f"aws/{aws}/ec2/{pool.vm_size.split(',')[0]}"
             od = pricer.rate(key, spot=False)
             sp = pricer.rate(key, spot=True) if pool.spot else od
             gp3 = pricer.rate(f"aws/{aws}/ebsGp3")
             vol_hour = _mul(gp3, g.volume_size_gb / HOURS_PER_MONTH)
-            base = min(g.on_demand_base, pool.max_vms)
-            cost: float | None = 0.0
-            for m, minutes in mins:
-                rate = od if m.index < base or not pool.spot else sp
-                cost = _add(cost, _mul(_add(rate, vol_hour), minutes / 60))
-            pr.cost = cost
-            idle_rates: float | None = 0.0
-            for k in range(pool.min_vms):
-                rate = od if k < base or not pool.spot else sp
-                idle_rates = _add(idle_rates, _add(rate, vol_hour))
+            pr.cost = _add(
+                _mul(_add(od, vol_hour), od_hours) if od_hours else 0.0,
+                _mul(_add(sp, vol_hour), spot_hours) if spot_hours else 0.0,
+            )
+            on_demand_idle = pool.min_vms if base is None else min(base, pool.min_vms)
+            idle_rates = _add(
+                _mul(_add(od, vol_hour), on_demand_idle),
+                _mul(_add(sp, vol_hour), pool.min_vms - on_demand_idle)
+                if pool.min_vms > on_demand_idle
+                else 0.0,
+            )
             idle_cost = _add(idle_cost, _mul(idle_rates, HOURS_PER_MONTH))
         rebuild_cost = _add(rebuild_cost, pr.cost)
         pool_results.append(pr)
@@ -304,9 +280,16 @@ def estimate(
     )
     if (now - table.compiled).days > STALE_AFTER_DAYS:
         stale.insert(0, f"the price table (compiled {table.compiled.isoformat()})")
+    scaling = Scaling(
+        poll_seconds=settings.scaler.poll_seconds,
+        idle_minutes=settings.scaler.idle_minutes,
+        decisions=run.decisions,
+        scale_in_hours=(run.end - run.makespan) / 3600,
+    )
     return Estimate(
         stack=stack,
         workload=workload.name,
+        scaling=scaling,
         hours=makespan / 60,
         vm_hours=total_vm_hours,
         groups=groups,

@@ -48,6 +48,9 @@ class Job:
     package: str
     # Native build minutes (x86-64 vCPU at jobsPerInstance = reference_jobs).
     minutes: float
+    # When the job enters the queue, in minutes from the rebuild's start (the
+    # model's default: everything at once).
+    ready_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
