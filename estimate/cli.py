@@ -37,7 +37,7 @@ def compare(stacks: list[str], workload_name: str, stack_dir: Path) -> str:
         missing_prices=sorted({k for e in estimates for k in e.missing_prices}),
         stale_prices=sorted({k for e in estimates for k in e.stale_prices}),
     )
-    notes = price_notes(union, show=100)
+    notes = price_notes(union, show=100, where="each Pulumi.STACK.yaml")
     if notes:
         out += ["", *notes]
     return "\n".join(out)

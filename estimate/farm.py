@@ -39,6 +39,7 @@ polling at every interval gives the same farm.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import sys
@@ -224,7 +225,9 @@ class _Farm:
         for job in jobs:
             job.seq = self._next()
             if job.ready <= 0:
-                heapq.heappush(self.waiting.setdefault(job.hostarch, []), (-job.minutes, job.seq, job))
+                heapq.heappush(
+                    self.waiting.setdefault(job.hostarch, []), (-job.minutes, job.seq, job)
+                )
             else:
                 self._push(job.ready, "arrive", job)
             self.pending += 1
@@ -412,13 +415,16 @@ class _Farm:
         while True:
             # The first poll after the last one and not before the present.
             next_tick = max(last_poll + poll, math.ceil(now / poll - 1e-9) * poll)
-            if self.every_poll and (self.events or self.pending or self._above_minimum()):
-                due = next_tick
-            elif self.dirty or acted or (self.waiting_down and self._fully_idle_machine()):
+            polling = self.every_poll and bool(self.events or self.pending or self._above_minimum())
+            if polling or self.dirty or acted or (self.waiting_down and self._fully_idle_machine()):
                 due = next_tick
             else:
                 timer = self._timers(memory, last_poll)
-                due = math.inf if timer == math.inf else max(next_tick, math.ceil(timer / poll) * poll)
+                due = (
+                    math.inf
+                    if timer == math.inf
+                    else max(next_tick, math.ceil(timer / poll) * poll)
+                )
             t_event = self.events[0][0] if self.events else math.inf
             if t_event == math.inf and due == math.inf:
                 break
@@ -492,7 +498,7 @@ def machine_hours(
     points = sorted(changes)
     od = spot = 0.0
     count = 0
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         count += changes[a]
         for lo, hi, after in ((a, min(b, run.makespan), False), (max(a, run.makespan), b, True)):
             if hi <= lo:

@@ -154,12 +154,12 @@ def simulate(
         if j.arch in built
     ]
     run = simulate_farm(scaler_settings(settings), specs, jobs, every_poll=every_poll)
-    for g in groups:
-        stats = run.groups.get((g.pool, g.arch))
+    for result in groups:
+        stats = run.groups.get((result.pool, result.arch))
         if stats:
-            g.jobs = stats.jobs
-            g.busy_hours = stats.busy_seconds / 3600
-            g.finish_hours = stats.finish / 3600
+            result.jobs = stats.jobs
+            result.busy_hours = stats.busy_seconds / 3600
+            result.finish_hours = stats.finish / 3600
     return run, groups, unbuildable
 
 

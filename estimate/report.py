@@ -36,6 +36,17 @@ def to_json(e: Estimate) -> dict[str, Any]:
         "missingPrices": e.missing_prices,
         "stalePrices": e.stale_prices,
         "unbuildableArchitectures": e.unbuildable,
+        "scaling": (
+            {
+                "rule": "obs-farm-scaler decide (scaler/obs_farm_scaler/decide.py)",
+                "pollSeconds": e.scaling.poll_seconds,
+                "idleMinutes": e.scaling.idle_minutes,
+                "decisions": e.scaling.decisions,
+                "scaleInHours": round(e.scaling.scale_in_hours, 2),
+            }
+            if e.scaling
+            else None
+        ),
         "pools": [
             {
                 "pool": p.pool.name,
@@ -45,7 +56,11 @@ def to_json(e: Estimate) -> dict[str, Any]:
                 "maxVms": p.pool.max_vms,
                 "spot": p.pool.spot,
                 "vmsUsed": p.vms_used,
+                "peakVms": p.peak_vms,
+                "bootMinutes": p.boot_minutes,
+                "bootMinutesFrom": "default" if p.boot_default else "obs-farm:estimate.bootMinutes",
                 "vmHours": round(p.vm_hours, 1),
+                "onDemandHours": round(p.on_demand_hours, 1),
                 "cost": None if p.cost is None else round(p.cost, 2),
                 "architectures": [
                     {
@@ -74,16 +89,46 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return lines
 
 
-def price_notes(e: Estimate, show: int = 6) -> list[str]:
+# What a price key's amount is per (estimate/prices.py).
+def _unit(key: str) -> str:
+    if "/premiumSsd/" in key:
+        return "per month"
+    if key.endswith("/ebsGp3"):
+        return "per GB-month"
+    return "per hour"
+
+
+def missing_price_snippet(missing: list[str]) -> list[str]:
+    """The stack-config lines a user fills in to price what is missing."""
+    kinds: dict[str, list[str]] = {}
+    for label in missing:
+        key, _, kind = label.partition(" (")
+        kinds.setdefault(key, [])
+        if kind:
+            kinds[key].append(kind.rstrip(")"))
+    lines = ["obs-farm:prices:"]
+    for key, ks in sorted(kinds.items()):
+        value = "{" + ", ".join(f"{k}: PRICE" for k in ks) + "}" if ks else "PRICE"
+        lines.append(f"  {key}: {value}  # {_unit(key)}")
+    return lines
+
+
+def price_notes(e: Estimate, show: int = 30, where: str = "") -> list[str]:
     notes = []
     if e.missing_prices:
-        shown = ", ".join(e.missing_prices[:show])
-        extra = len(e.missing_prices) - show
-        more = f" and {extra} more" if extra > 0 else ""
+        keys = sorted({m.partition(" (")[0] for m in e.missing_prices})
         notes.append(
-            f"! no price for {shown}{more} in estimate/prices.yaml: costs that need them are "
-            "unknown; set them in obs-farm:prices (see README, Rebuild estimate)"
+            f"! cost not computed: estimate/prices.yaml has no price for {len(keys)} item(s) "
+            f"this farm uses (no official price list was reachable when it was compiled). "
+            f"Give them in {where or f'Pulumi.{e.stack}.yaml'}, in {e.currency}, and re-run:"
         )
+        snippet = missing_price_snippet(e.missing_prices)
+        if len(snippet) > show + 1:
+            snippet = [
+                *snippet[: show + 1],
+                f"  # ... and {len(snippet) - show - 1} more: --json lists them",
+            ]
+        notes += [f"    {line}" for line in snippet]
     if e.stale_prices:
         notes.append(
             f"! prices older than 6 months: {', '.join(e.stale_prices)}; check them against "
@@ -103,6 +148,13 @@ def render_text(e: Estimate) -> list[str]:
     ]
     if b:
         out.append(f"  bottleneck: {b.arch} on {b.pool} ({b.execution}, {b.slowdown:g}x native)")
+    if e.scaling:
+        sc = e.scaling
+        out.append(
+            f"  scaling: obs-farm-scaler's own rule, polled every {sc.poll_seconds:g} s "
+            f"({sc.decisions:,} decisions), idle machines drained after {sc.idle_minutes:g} min; "
+            f"pools back at their minimum {sc.scale_in_hours * 60:.0f} min after the last build"
+        )
     rows: list[tuple[str, ...]] = [
         ("pool", "arch", "execution", "instances", "slowdown", "jobs", "busy h", "done at h")
     ]
@@ -121,17 +173,19 @@ def render_text(e: Estimate) -> list[str]:
         )
     out += [f"  {line}" for line in _table(rows)]
     for p in e.pools:
+        boot = "default" if p.boot_default else "obs-farm:estimate.bootMinutes"
         out.append(
-            f"  {p.pool.name}: {p.vms_used} of {p.pool.max_vms} {p.pool.vm_size} used, "
-            f"{p.vm_hours:,.0f} VM-hours{' (Spot)' if p.pool.spot else ''}, "
+            f"  {p.pool.name}: {p.pool.min_vms}..{p.pool.max_vms} {p.pool.vm_size}, peak "
+            f"{p.peak_vms}, {p.vms_used} machine(s) started, boot {p.boot_minutes:g} min "
+            f"({boot}), {p.vm_hours:,.0f} VM-hours{' (Spot)' if p.pool.spot else ''}, "
             f"{_money(p.cost, e.currency)}"
         )
     if e.unbuildable:
         out.append(f"  ! no worker builds {', '.join(e.unbuildable)}: those jobs are left out")
     out += [f"  {n}" for n in price_notes(e)]
     out.append(
-        "  Ignored: build dependencies, scheduler/dispatcher time, downloads, failed builds, "
-        "Spot evictions, OBS's dispatch order."
+        "  Ignored: build dependencies, scheduler/dispatcher time, cloud API latency, downloads, "
+        "failed builds, Spot evictions, OBS's dispatch order."
     )
     return out
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from components.topology import WorkerPool, worker_pools
 from config import ConfigError, FarmSettings, load_settings
+from estimate.farm import SimulationError
 from estimate.workload import WorkloadError
 from tools.offline import (
     ROOT,
@@ -294,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except WorkloadError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SimulationError as err:
+        print(f"error: rebuild estimate for {stack}: {err}", file=sys.stderr)
         return 2
     except ConfigError as err:
         print(f"error: invalid stack config in Pulumi.{stack}.yaml:", file=sys.stderr)
