@@ -7,6 +7,7 @@ import datetime
 from pathlib import Path
 
 from config import FarmSettings, load_settings
+from estimate.farm import SimulationError
 from estimate.model import Estimate, estimate
 from estimate.prices import load_prices
 from estimate.report import compare_table, price_notes
@@ -21,7 +22,10 @@ def estimate_stack(
 ) -> Estimate:
     workload = load_workload(workload_name)
     day = (today or datetime.date.today()).isoformat()
-    return estimate(stack, settings, workload, load_prices(), day)
+    try:
+        return estimate(stack, settings, workload, load_prices(), day)
+    except SimulationError as err:
+        raise SimulationError(f"Pulumi.{stack}.yaml: {err}") from None
 
 
 def compare(stacks: list[str], workload_name: str, stack_dir: Path) -> str:

@@ -4,7 +4,7 @@ Pure (no I/O, no clock): pools, the scaler's settings and a job list in,
 every machine's life and every job's placement out.
 
 Three actors, each as the real farm has it:
-- **The scaler** is not modelled: every `pollSeconds` the simulation shows
+- **The scaler** is the real rule: every `pollSeconds` the simulation shows
   the scaler's own `decide` (scaler/obs_farm_scaler/decide.py, imported, not
   copied) what it would observe (the repserver's /workerstatus: each
   worker idle, building or down, and the jobs waiting per scheduler
@@ -21,10 +21,12 @@ Three actors, each as the real farm has it:
 - **OBS's dispatcher**: a waiting job goes at once to an idle worker of its
   scheduler architecture on a machine that is not drained, preferring the
   machine with the largest share of idle workers (bs_dispatch sorts idle
-  workers by their host's idle share, after a shuffle this model leaves
-  out). Jobs are taken longest first (bs_dispatch orders by how many
-  packages wait on a job, then by age: the dependency graph this model does
-  not have). A drained machine takes no new job.
+  workers by their host's idle share after a shuffle; this model gives a
+  tie to the machine created first, so in `hybrid` the first long ARM jobs
+  can land on emulated workers, as they may in OBS). Jobs are taken
+  longest first (bs_dispatch orders by how many packages wait on a job,
+  then by age: the dependency graph this model does not have). A drained
+  machine takes no new job.
 
 Only polls at which something the scaler observes changed, or one of its
 timers (idle, drain confirmation, boot and unhealthy limits) ran out, are

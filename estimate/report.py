@@ -119,7 +119,7 @@ def price_notes(e: Estimate, show: int = 30, where: str = "") -> list[str]:
         keys = sorted({m.partition(" (")[0] for m in e.missing_prices})
         notes.append(
             f"! cost not computed: estimate/prices.yaml has no price for {len(keys)} item(s) "
-            f"this farm uses (no official price list was reachable when it was compiled). "
+            f"used here (no official price list was reachable when it was compiled). "
             f"Give them in {where or f'Pulumi.{e.stack}.yaml'}, in {e.currency}, and re-run:"
         )
         snippet = missing_price_snippet(e.missing_prices)

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except SimulationError as err:
-        print(f"error: rebuild estimate for {stack}: {err}", file=sys.stderr)
+        print(f"error: no rebuild estimate: {err}", file=sys.stderr)
         return 2
     except ConfigError as err:
         print(f"error: invalid stack config in Pulumi.{stack}.yaml:", file=sys.stderr)
