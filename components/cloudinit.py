@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from components.provision import PROVISION_SCRIPT_INSTALL_PATH, provision_script
 from components.topology import (
     REPSERVER_PORT,
     WorkerGroup,
@@ -224,7 +225,11 @@ def _script(path: str, name: str) -> dict[str, Any]:
 
 def _packed(path: str, name: str) -> dict[str, Any]:
     """A script gzipped (no timestamp, so renders are stable): user-data is scarce on AWS."""
-    data = base64.b64encode(gzip.compress(template(name).encode(), 9, mtime=0)).decode()
+    return _packed_text(path, template(name))
+
+
+def _packed_text(path: str, text: str) -> dict[str, Any]:
+    data = base64.b64encode(gzip.compress(text.encode(), 9, mtime=0)).decode()
     return {**_file(path, data, "0755"), "encoding": "gz+b64"}
 
 
@@ -244,35 +249,44 @@ def qemu_arm_binfmt_rule(
 
 
 def render_worker_user_data(
-    pool: WorkerPool, server_address: str, ssh_public_key: str | None = None
+    pool: WorkerPool,
+    server_address: str,
+    ssh_public_key: str | None = None,
+    baked: bool = False,
 ) -> str:
-    """Worker cloud-init; `ssh_public_key` for clouds whose VMs get no login key."""
+    """Worker cloud-init; `ssh_public_key` for clouds whose VMs get no login key.
+
+    `baked`: the machine boots a worker image that already ran the
+    provisioning script (components/provision.py); the document is then the
+    stock one without the script and its run, nothing else removed.
+    """
     doc = _base("worker.yaml")
     files = [
         _file("/etc/obs-farm/worker.env", worker_env(pool, server_address)),
         *(_file(f"/etc/obs-farm/groups/{g.arch}.env", group_env(g)) for g in pool.groups),
         _file("/etc/systemd/system/obs-farm-worker@.service", template("obs-farm-worker@.service")),
         _packed("/usr/local/sbin/obs-farm-worker", "obs-farm-worker.sh"),
-        _script("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
+        _packed("/usr/local/sbin/obs-farm-worker-setup", "obs-farm-worker-setup.sh"),
         _file("/etc/systemd/system/obs-farm-workers.service", template("obs-farm-workers.service")),
         _packed("/usr/local/sbin/obs-farm-evict", "obs-farm-evict.py"),
         _file("/etc/systemd/system/obs-farm-evict.service", template("obs-farm-evict.service")),
     ]
     if _needs(pool, "obs-farm-check-binfmt"):
-        # The static qemu: with the F flag the kernel opens it at
-        # registration, so chroots need no copy of their own.
-        doc["packages"] += ["binfmt-support", "qemu-user-static"]
-        files.append(_script("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"))
+        files.append(_packed("/usr/local/sbin/obs-farm-check-binfmt", "check-binfmt.sh"))
     if any(g.emulated and g.arch == "armv7hl" and g.host_arch == "aarch64" for g in pool.groups):
         files.append(_file(QEMU_ARM_BINFMT_D, qemu_arm_binfmt_rule()))
         # This boot's systemd-binfmt ran before the file existed.
         doc["runcmd"].insert(-1, ["/usr/lib/systemd/systemd-binfmt", QEMU_ARM_BINFMT_D])
     if _needs(pool, "obs-farm-check-aarch32") or any(g.arm32_guard for g in pool.groups):
-        files.append(_script("/usr/local/sbin/obs-farm-check-aarch32", "check-aarch32.sh"))
+        files.append(_packed("/usr/local/sbin/obs-farm-check-aarch32", "check-aarch32.sh"))
         probe = base64.b64encode(aarch32_probe()).decode()
         files.append({**_file(AARCH32_PROBE_PATH, probe, "0755"), "encoding": "b64"})
     if ssh_public_key:
         doc["ssh_authorized_keys"] = [ssh_public_key]
+    if not baked:
+        # Before everything else in runcmd: the units it enables need the packages.
+        files.insert(0, _packed_text(PROVISION_SCRIPT_INSTALL_PATH, provision_script()))
+        doc["runcmd"].insert(0, [PROVISION_SCRIPT_INSTALL_PATH])
     doc["write_files"] = files
     return _dump(doc)
 

@@ -22,11 +22,19 @@ worker ids and the binfmt handlers still carrying F, and a group that cannot
 start must be loud at that boot too (a failed obs-farm-workers.service, so
 `systemctl is-system-running` says degraded, and
 /run/obs-farm/worker-health.json names the group).
+
+Last, the baked path (issue 9): a worker image baked from the base image as
+the image services bake one (baked_image.py, cached by content), booted
+with the same pool's user-data in its baked form. Every group must
+register, cloud-init must be clean, and in that same VM the checks must
+still refuse broken emulation. Its boot-to-all-registered is printed beside
+the stock boot's, measured in the first test of this run, with the ratio.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 import urllib.request
@@ -36,11 +44,12 @@ from pathlib import Path
 
 import pytest
 
+from components import provision
 from components.cloudinit import render_worker_user_data
-from components.topology import WorkerPool, azure_worker_pool
+from components.topology import WorkerGroup, WorkerPool, azure_worker_pool
 from config import load_settings
+from tests.integration import baked_image, vm
 from tests.integration import obs_backend as ob
-from tests.integration import vm
 from tests.integration.farm import (
     answers,
     farm_backend,
@@ -58,6 +67,8 @@ HOSTNAME = "obsw-it"
 BOOT_TIMEOUT_S = 1500
 CLOUD_INIT_TIMEOUT_S = 1200
 REGISTER_TIMEOUT_S = 300
+# Boot to all workers registered, per image kind, for the baked/stock ratio.
+BOOT_TO_REGISTERED: dict[str, float] = {}
 
 BREAK_EMULATION = """#!/bin/sh
 # Vendor script of the failure-path test: runs after packages, before runcmd.
@@ -192,10 +203,7 @@ def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
             sorted(idle),
             ssh(ssh_key, ssh_port, "sudo journalctl -u 'obs-farm-worker@*' --no-pager | tail -50"),
         )
-        for wid, entry in idle.items():
-            assert entry.hostarch == want[wid].scheduler_arch
-            assert int(entry.uri.rsplit(":", 1)[1]) in want[wid].ports()
-            assert answers(entry.uri), f"{wid} registered but {entry.uri}/worker does not answer"
+        assert_as_promised(idle, want)
 
         for handler in ("qemu-aarch64", "qemu-arm"):
             assert "F" in handler_flags(ssh_key, ssh_port, handler)
@@ -236,6 +244,7 @@ def test_worker_vm_registers_every_group(backend, pool, ssh_key, image):
             (g.arch for g in pool.groups), "started"
         )
         poweroff(ssh_key, ssh_port, run)
+    BOOT_TO_REGISTERED["stock"] = registered
     record("worker VM: boot to cloud-init done (TCG)", f"{cloud_init_done:.0f} s")
     record(f"worker VM: boot to all {len(want)} workers registered", f"{registered:.0f} s")
     record("worker VM: reboot to every worker answering again", f"{rebooted:.0f} s")
@@ -296,6 +305,14 @@ def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, imag
         poweroff(ssh_key, ssh_port, run)
 
 
+def assert_as_promised(idle: dict[str, ob.WorkerEntry], want: dict[str, WorkerGroup]) -> None:
+    """Each registration has the topology's architecture and port, and answers."""
+    for wid, entry in idle.items():
+        assert entry.hostarch == want[wid].scheduler_arch
+        assert int(entry.uri.rsplit(":", 1)[1]) in want[wid].ports()
+        assert answers(entry.uri), f"{wid} registered but {entry.uri}/worker does not answer"
+
+
 def system_state(key: Path, port: int) -> str:
     """`systemctl is-system-running` once the boot has settled."""
     deadline = time.monotonic() + 120
@@ -314,3 +331,106 @@ def assert_loud(key: Path, port: int, up: set[str], down: set[str]) -> None:
     assert h["healthy"] is False, h
     states = {g["group"]: g["state"] for g in h["groups"]}
     assert states == {**dict.fromkeys(up, "started"), **dict.fromkeys(down, "check-failed")}, h
+
+
+# --- the baked image (issue 9) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def baked(image) -> Path:
+    t0 = time.monotonic()
+    path = baked_image.baked_worker_image(image)
+    info = vm.image_info(path)
+    record(
+        "worker image bake (boot, provision, deprovision, capture)",
+        f"{info['build_seconds']:.0f} s (provisioning done at {info['provisioned_seconds']:.0f} s)",
+    )
+    record("worker image ready this run (0 when cached)", f"{time.monotonic() - t0:.0f} s")
+    record(
+        "worker image version", f"{info['image_version']} (hash {info['image_content_hash'][:12]})"
+    )
+    return path
+
+
+def test_baked_worker_vm_registers_and_still_refuses_broken_emulation(
+    backend, pool, ssh_key, baked
+):
+    info = vm.image_info(baked)
+    assert info["image_content_hash"] == provision.image_content_hash()
+    text = render_worker_user_data(pool, HOST_FROM_VM, baked=True)
+    assert text == render_worker_user_data(pool, "10.40.1.10", baked=True).replace(
+        "10.40.1.10", HOST_FROM_VM
+    )
+    assert provision.PROVISION_SCRIPT_INSTALL_PATH not in text
+    host = f"{HOSTNAME}-baked"
+    ssh_port = vm.free_port()
+    meta = {"local-hostname": host, "public-keys": [ssh_key.with_suffix(".pub").read_text()]}
+    want = {wid: g for g in pool.groups for wid in g.worker_ids(host)}
+    with vm.boot(text, meta, forwards(pool, ssh_port), BOOT_TIMEOUT_S, image=baked) as run:
+        idle = wait_registered(backend, set(want), CLOUD_INIT_TIMEOUT_S)
+        registered = run.seconds_since_start()
+        report = run.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_S)
+        cloud_init_done = run.seconds_since_start()
+        assert (report.status, report.errors) == ("done", []), run.console_log()[-4000:]
+        assert set(idle) == set(want), (sorted(idle), run.console_log()[-3000:])
+        assert_as_promised(idle, want)
+        for handler in ("qemu-aarch64", "qemu-arm"):
+            assert "F" in handler_flags(ssh_key, ssh_port, handler)
+        assert "status: done" in ssh(ssh_key, ssh_port, "cloud-init status --long")
+        assert health(ssh_key, ssh_port)["healthy"] is True
+        # What the image brought: the packages, docker on, Debian's obsworker
+        # off, and a fresh identity (the bake left /etc/machine-id empty).
+        installed = ssh(ssh_key, ssh_port, "dpkg-query -W -f '${Package}\\n'").split()
+        assert set(provision.provision_packages()) <= set(installed)
+        assert ssh(ssh_key, ssh_port, "systemctl is-active docker").strip() == "active"
+        enabled = ssh(ssh_key, ssh_port, "systemctl is-enabled obsworker.service || true")
+        assert enabled.strip() == "disabled"
+        assert len(ssh(ssh_key, ssh_port, "cat /etc/machine-id").strip()) == 32
+        # Where a baked boot spends its time (printed with -s).
+        print(ssh(ssh_key, ssh_port, "cloud-init analyze blame 2>&1 | head -n 12 || true"))
+        print(ssh(ssh_key, ssh_port, "systemd-analyze blame --no-pager 2>&1 | head -n 12 || true"))
+
+        # The checks still refuse broken emulation, in this same machine: the
+        # emulated instances stop, emulation breaks the two ways the farm must
+        # survive, and the groups are started again as at boot.
+        emulated = ("aarch64", "armv7hl")
+        units = " ".join(f"obs-farm-worker@{a}-1" for a in emulated)
+        ssh(ssh_key, ssh_port, f"sudo systemctl stop {units}")
+        ssh(ssh_key, ssh_port, f"sudo sh -c {shlex.quote(BREAK_EMULATION)}")
+        ssh(ssh_key, ssh_port, "sudo systemctl restart obs-farm-workers.service || true")
+        log = ssh(ssh_key, ssh_port, "sudo journalctl -b -u obs-farm-workers --no-pager")
+        assert "qemu-aarch64 lacks the F flag" in log
+        assert "qemu-arm is not registered" in log
+        assert "NOT started (check failed): aarch64 armv7hl" in log
+        states = ssh(ssh_key, ssh_port, f"systemctl is-active {units} || true")
+        assert states.split() == ["inactive", "inactive"]
+        assert_loud(ssh_key, ssh_port, {"x86_64"}, set(emulated))
+        # An instance started by hand refuses too, and says why.
+        ssh(ssh_key, ssh_port, "sudo systemctl start obs-farm-worker@aarch64-1 || true")
+        refused = "refusing to start emulated aarch64 worker 1"
+        deadline = time.monotonic() + 60
+        while refused not in (
+            out := ssh(
+                ssh_key, ssh_port, "sudo journalctl -b -u obs-farm-worker@aarch64-1 --no-pager"
+            )
+        ):
+            assert time.monotonic() < deadline, out
+            time.sleep(3)
+        time.sleep(10)  # would an emulated worker come back late?
+        listed = {w.workerid: w for w in backend.workerstatus().idle}
+        assert not {f"{host}:{a}-1" for a in emulated} & set(listed)
+        assert answers(listed[f"{host}:x86_64-1"].uri)
+        poweroff(ssh_key, ssh_port, run)
+    BOOT_TO_REGISTERED["baked"] = registered
+    record("worker VM (baked image): boot to cloud-init done", f"{cloud_init_done:.0f} s")
+    record(
+        f"worker VM (baked image): boot to all {len(want)} workers registered",
+        f"{registered:.0f} s",
+    )
+    stock = BOOT_TO_REGISTERED.get("stock")
+    record(
+        "worker VM: baked/stock boot to all registered (goal <= 0.3)",
+        f"{registered / stock:.2f} ({registered:.0f} s / {stock:.0f} s)"
+        if stock
+        else "n/a: the stock boot did not run in this session",
+    )
