@@ -51,6 +51,8 @@ class GravitonPoolArgs:
     tags: dict[str, str]
     # Only when the scaler is off: target tracking adds instances on CPU load.
     cpu_scale_out_fallback: bool = False
+    # A baked or the user's AMI; None: stock Debian 12 resolved from SSM at launch.
+    image_id: pulumi.Input[str] | None = None
 
 
 class GravitonPool(pulumi.ComponentResource):
@@ -69,7 +71,7 @@ class GravitonPool(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             description=f"OBS workers ({name})",
-            image_id=f"resolve:ssm:{DEBIAN_12_ARM64_SSM}",
+            image_id=args.image_id or f"resolve:ssm:{DEBIAN_12_ARM64_SSM}",
             update_default_version=True,
             metadata_options={
                 "http_endpoint": "enabled",
