@@ -2,8 +2,9 @@
 
 Creates: a launch template (Debian 12 arm64 resolved from Debian's public SSM
 parameter at launch, so no AMI id is hard-coded and nothing is looked up at
-plan time; IMDSv2 required; an encrypted gp3 root volume sized for build
-roots; no public IP), an Auto Scaling group over the private subnets with a
+plan time, or the baked/user AMI `image_id` when given: components/images.py;
+IMDSv2 required; an encrypted gp3 root volume sized for build roots; no
+public IP), an Auto Scaling group over the private subnets with a
 mixed-instances policy (Spot above an on-demand base when `spot`, capacity
 rebalancing, new instances protected from scale-in so the group never
 terminates a busy worker), a termination lifecycle hook so that an instance

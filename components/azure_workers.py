@@ -1,6 +1,8 @@
 """AzureWorkerPool: an x86-64 OBS worker scale set whose size the scaler sets.
 
-Creates: a Flexible-orchestration VM scale set (Debian 12, Premium SSD OS
+Creates: a Flexible-orchestration VM scale set (Debian 12 or the
+`image_reference` given, upgrade policy Manual so that only new VMs pick up a
+new image or custom data; Premium SSD OS
 disk, SSH keys only, no public IPs, optional Spot priority with eviction
 policy Delete) whose cloud-init starts the pool's worker groups; and, only
 when the scaler is turned off, a `monitor.AutoscaleSetting` with a single

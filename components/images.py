@@ -31,6 +31,7 @@ configuration, a pipeline (manual: for rebuilds) and the image itself
 from __future__ import annotations
 
 import base64
+import gzip
 import inspect
 import re
 import uuid
@@ -154,8 +155,11 @@ def shell_customizer_lines(script: str) -> list[str]:
 
 
 def image_builder_component(script: str) -> str:
-    """EC2 Image Builder component document (AWSTOE) running the script."""
-    encoded = base64.b64encode(script.encode()).decode()
+    """EC2 Image Builder component document (AWSTOE) running the script.
+
+    The script travels gzipped: a component's document may hold at most
+    16,000 characters (CreateComponent `data`, checked by tests/api)."""
+    encoded = base64.b64encode(gzip.compress(script.encode(), mtime=0)).decode()
     doc = {
         "name": "obs-farm-provision-worker",
         "description": "Installs what an obs-farm worker needs (cloud-init/provision-worker.sh)",
@@ -169,7 +173,7 @@ def image_builder_component(script: str) -> str:
                         "action": "ExecuteBash",
                         "inputs": {
                             "commands": [
-                                f"echo '{encoded}' | base64 -d > {PROVISION_SCRIPT_PATH}",
+                                f"echo '{encoded}' | base64 -d | gunzip > {PROVISION_SCRIPT_PATH}",
                                 f"chmod 0755 {PROVISION_SCRIPT_PATH}",
                                 PROVISION_SCRIPT_PATH,
                             ]
