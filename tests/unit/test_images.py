@@ -348,3 +348,18 @@ def test_a_users_ami_is_launched_and_nothing_is_built(tmp_path):
     assert not [r for r in run.resources if r.type.startswith("aws:imagebuilder/")]
     # Azure still bakes: the id is for AWS only.
     assert run.one("azure-native:virtualmachineimages:VirtualMachineImageTemplate")
+
+
+def test_the_plan_says_what_each_pool_boots_and_what_is_built():
+    from tools.plan import image_lines, pool_images
+
+    hybrid = {p["pool"]: p for p in pool_images(load_settings(read_stack_config("hybrid")))}
+    assert hybrid["azure-x86"]["kind"] == hybrid["aws-graviton"]["kind"] == "baked"
+    assert hybrid["azure-x86"]["buildPending"] == image_version()
+    assert "EC2 Image Builder" in hybrid["aws-graviton"]["boots"]
+    [dev] = pool_images(load_settings(read_stack_config("dev")))
+    assert (dev["kind"], dev["buildPending"], dev["userData"]) == ("stock", None, "stock")
+    assert "Debian:debian-12:12-gen2:latest" in dev["boots"]
+    user = load_settings(raw_config(images={"bake": True, "azureImageId": GALLERY_VERSION}))
+    [line] = image_lines(user)
+    assert line.startswith(f"azure-x86: user image {GALLERY_VERSION} (images.azureImageId)")
