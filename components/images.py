@@ -52,11 +52,18 @@ from pulumi_azure_native import (
 
 from components.cloudinit import render_worker_user_data
 from components.common import DEBIAN_12_GEN2
-from components.provision import PROVISION_SCRIPT_PATH, image_version, provision_script
+from components.provision import image_version, provision_script
 from components.topology import WorkerPool
 from config.model import FarmSettings
 
 ImageKind = Literal["stock", "baked", "user"]
+
+# Where the bake puts the provisioning script on the build machine: the path
+# cloud-init gives it on stock machines (bake-vm's
+# provision.PROVISION_SCRIPT_INSTALL_PATH; a test keeps the two equal), and
+# the argument that cleans a machine for capture.
+SCRIPT_INSTALL_PATH = "/usr/local/sbin/obs-farm-provision-worker"
+DEPROVISION_ARG = "--deprovision"
 
 DEBIAN_12_ARM64_SSM = "/aws/service/debian/release/12/latest/arm64"
 # Built-in Contributor: what Image Builder's identity needs on the staging
@@ -142,14 +149,16 @@ def pool_image(settings: FarmSettings, cloud: str) -> PoolImage:
 
 def shell_customizer_lines(script: str) -> list[str]:
     """The Shell customizer's inline commands: write the script, run it as
-    root, then leave what deprovisioning expects (Image Builder ends with
-    `waagent -deprovision+user`, which removes SSH host keys and the user)."""
+    root, then clear cloud-init's state and the machine id. Not the script's
+    own `--deprovision`: it removes SSH logins, and Image Builder still
+    reaches the VM over SSH for its own last step, `waagent
+    -deprovision+user` (SSH host keys, the build user)."""
     encoded = base64.b64encode(script.encode()).decode()
     return [
-        f"echo '{encoded}' | base64 -d | sudo tee {PROVISION_SCRIPT_PATH} > /dev/null",
-        f"sudo chmod 0755 {PROVISION_SCRIPT_PATH}",
-        f"sudo {PROVISION_SCRIPT_PATH}",
-        "sudo cloud-init clean --logs",
+        f"echo '{encoded}' | base64 -d | sudo tee {SCRIPT_INSTALL_PATH} > /dev/null",
+        f"sudo chmod 0755 {SCRIPT_INSTALL_PATH}",
+        f"sudo {SCRIPT_INSTALL_PATH}",
+        "sudo cloud-init clean --logs --seed",
         "sudo truncate -s 0 /etc/machine-id",
     ]
 
@@ -173,12 +182,20 @@ def image_builder_component(script: str) -> str:
                         "action": "ExecuteBash",
                         "inputs": {
                             "commands": [
-                                f"echo '{encoded}' | base64 -d | gunzip > {PROVISION_SCRIPT_PATH}",
-                                f"chmod 0755 {PROVISION_SCRIPT_PATH}",
-                                PROVISION_SCRIPT_PATH,
+                                f"echo '{encoded}' | base64 -d | gunzip > {SCRIPT_INSTALL_PATH}",
+                                f"chmod 0755 {SCRIPT_INSTALL_PATH}",
+                                SCRIPT_INSTALL_PATH,
                             ]
                         },
-                    }
+                    },
+                    {
+                        # Last: the script's own cleanup for capture (cloud-init
+                        # state, machine id, SSH host keys, apt lists), as the
+                        # VM proof bakes; Image Builder then stops the instance.
+                        "name": "deprovision",
+                        "action": "ExecuteBash",
+                        "inputs": {"commands": [f"{SCRIPT_INSTALL_PATH} {DEPROVISION_ARG}"]},
+                    },
                 ],
             }
         ],

@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components import provision
 from components.images import (
     AZURE_BUILD_SCRIPT,
     BUILD_RUNNER_ACTIONS,
+    DEPROVISION_ARG,
     GALLERY_DISTRIBUTOR_ACTIONS,
+    SCRIPT_INSTALL_PATH,
     image_builder_component,
     pool_image,
     shell_customizer_lines,
 )
-from components.provision import PROVISION_SCRIPT_PATH, image_version
+from components.provision import image_version
 from config import ConfigError, load_settings
 from tests.conftest import raw_config
 from tools.offline import read_stack_config, run_program
@@ -152,29 +155,42 @@ def test_the_shell_customizer_installs_and_runs_the_script_verbatim(tmp_path):
     lines = shell_customizer_lines(script)
     encoded = lines[0].split("'")[1]
     assert base64.b64decode(encoded).decode() == script
-    assert lines[2] == f"sudo {PROVISION_SCRIPT_PATH}"
+    assert lines[2] == f"sudo {SCRIPT_INSTALL_PATH}"
     # What deprovisioning leaves for the first boot of each machine.
-    assert "sudo cloud-init clean --logs" in lines
+    assert "sudo cloud-init clean --logs --seed" in lines
+
+
+def test_the_install_path_is_the_one_cloud_init_uses():
+    # bake-vm's provisioning interface names it; the placeholder does not.
+    assert getattr(provision, "PROVISION_SCRIPT_INSTALL_PATH", SCRIPT_INSTALL_PATH) == (
+        SCRIPT_INSTALL_PATH
+    )
+    assert getattr(provision, "DEPROVISION_ARG", DEPROVISION_ARG) == DEPROVISION_ARG
 
 
 def test_the_image_builder_component_is_awstoe_yaml_running_the_script(tmp_path):
-    script = '#!/bin/bash\nset -euo pipefail\necho provisioned > "$OUT"\n'
+    script = '#!/bin/bash\nset -euo pipefail\necho "provisioned $*" >> "$OUT"\n'
     doc = yaml.safe_load(image_builder_component(script))
     assert doc["schemaVersion"] == 1.0
     [phase] = doc["phases"]
-    [step] = phase["steps"]
-    assert (phase["name"], step["action"]) == ("build", "ExecuteBash")
-    # Run the commands for real, with the install path moved into tmp_path.
+    assert phase["name"] == "build"
+    assert [(s["name"], s["action"]) for s in phase["steps"]] == [
+        ("provision", "ExecuteBash"),
+        ("deprovision", "ExecuteBash"),
+    ]
+    # Run every step's commands for real, the install path moved into tmp_path.
     target = tmp_path / "provision"
-    commands = [c.replace(PROVISION_SCRIPT_PATH, str(target)) for c in step["inputs"]["commands"]]
     out = tmp_path / "out"
-    subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", "\n".join(commands)],
-        check=True,
-        env={**os.environ, "OUT": str(out)},
-    )
+    for step in phase["steps"]:
+        commands = [c.replace(SCRIPT_INSTALL_PATH, str(target)) for c in step["inputs"]["commands"]]
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join(commands)],
+            check=True,
+            env={**os.environ, "OUT": str(out)},
+        )
     assert target.read_text() == script
-    assert out.read_text() == "provisioned\n"
+    # Provisioned, then cleaned for capture, in that order.
+    assert out.read_text() == "provisioned \nprovisioned --deprovision\n"
 
 
 def test_custom_roles_name_only_what_the_builds_need():
