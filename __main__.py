@@ -13,10 +13,17 @@ from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
 from components.backup import DiskBackup, DiskBackupArgs
 from components.cloudinit import (
     render_apply_farm,
-    render_worker_user_data,
     server_user_data,
 )
 from components.common import farm_tags
+from components.images import (
+    AwsWorkerImage,
+    AwsWorkerImageArgs,
+    AzureWorkerImage,
+    AzureWorkerImageArgs,
+    pool_image,
+    worker_user_data,
+)
 from components.kept_data import KeptData, KeptDataArgs
 from components.network import FarmNetwork, FarmNetworkArgs
 from components.scaler import AwsPoolRef, AzurePoolRef, FarmScaler, FarmScalerArgs
@@ -145,6 +152,22 @@ azure_pool_ref: AzurePoolRef | None = None
 aws_pool_ref: AwsPoolRef | None = None
 
 if "azure" in pools:
+    # Worker images (README, "Worker images"): the user's, a baked one, or stock.
+    azure_image = pool_image(settings, "azure")
+    azure_image_reference: dict[str, pulumi.Input[str]] | None = (
+        {"id": azure_image.image_id} if azure_image.kind == "user" else None
+    )
+    if azure_image.kind == "baked":
+        baked_azure = AzureWorkerImage(
+            "obs-image",
+            AzureWorkerImageArgs(
+                resource_group_name=net.resource_group_name,
+                resource_group_id=net.resource_group_id,
+                location=settings.location,
+                tags=tags("image"),
+            ),
+        )
+        azure_image_reference = {"id": baked_azure.image_version_id}
     azure_pool = AzureWorkerPool(
         pools["azure"].name,
         AzureWorkerPoolArgs(
@@ -155,9 +178,10 @@ if "azure" in pools:
             os_disk_size_gb=settings.azure_workers.os_disk_size_gb,
             admin_username=settings.admin_username,
             ssh_public_key=settings.ssh_public_key,
-            user_data=render_worker_user_data(pools["azure"], server_ip),
+            user_data=worker_user_data(pools["azure"], server_ip, baked=azure_image.baked),
             tags=tags("worker"),
             cpu_scale_out_fallback=cpu_fallback,
+            image_reference=azure_image_reference,
         ),
     )
     azure_pool_ref = AzurePoolRef(azure_pool.scale_set_id, azure_pool.scale_set_name)
@@ -197,6 +221,21 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
         ),
         aws_opts,
     )
+    aws_image = pool_image(settings, "aws")
+    aws_image_id: pulumi.Input[str] | None = aws_image.image_id or None
+    if aws_image.kind == "baked":
+        aws_image_id = AwsWorkerImage(
+            "obs-aws-image",
+            AwsWorkerImageArgs(
+                region=region,
+                subnet_id=aws_net.private_subnet_ids[0],
+                security_group_id=aws_net.worker_security_group_id,
+                # A type the stack already uses is one the region offers.
+                build_instance_type=graviton.instance_types[0],
+                tags=tags("image"),
+            ),
+            aws_opts,
+        ).ami_id
     graviton_pool = GravitonPool(
         pools["aws"].name,
         GravitonPoolArgs(
@@ -206,9 +245,12 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
             volume_size_gb=graviton.volume_size_gb,
             subnet_ids=aws_net.private_subnet_ids,
             security_group_id=aws_net.worker_security_group_id,
-            user_data=render_worker_user_data(pools["aws"], server_ip, settings.ssh_public_key),
+            user_data=worker_user_data(
+                pools["aws"], server_ip, settings.ssh_public_key, baked=aws_image.baked
+            ),
             tags=tags("worker"),
             cpu_scale_out_fallback=cpu_fallback,
+            image_id=aws_image_id,
         ),
         aws_opts,
     )

@@ -2,8 +2,9 @@
 
 Creates: a launch template (Debian 12 arm64 resolved from Debian's public SSM
 parameter at launch, so no AMI id is hard-coded and nothing is looked up at
-plan time; IMDSv2 required; an encrypted gp3 root volume sized for build
-roots; no public IP), an Auto Scaling group over the private subnets with a
+plan time, or the baked/user AMI `image_id` when given: components/images.py;
+IMDSv2 required; an encrypted gp3 root volume sized for build roots; no
+public IP), an Auto Scaling group over the private subnets with a
 mixed-instances policy (Spot above an on-demand base when `spot`, capacity
 rebalancing, new instances protected from scale-in so the group never
 terminates a busy worker), a termination lifecycle hook so that an instance
@@ -51,6 +52,8 @@ class GravitonPoolArgs:
     tags: dict[str, str]
     # Only when the scaler is off: target tracking adds instances on CPU load.
     cpu_scale_out_fallback: bool = False
+    # A baked or the user's AMI; None: stock Debian 12 resolved from SSM at launch.
+    image_id: pulumi.Input[str] | None = None
 
 
 class GravitonPool(pulumi.ComponentResource):
@@ -69,7 +72,7 @@ class GravitonPool(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             description=f"OBS workers ({name})",
-            image_id=f"resolve:ssm:{DEBIAN_12_ARM64_SSM}",
+            image_id=args.image_id or f"resolve:ssm:{DEBIAN_12_ARM64_SSM}",
             update_default_version=True,
             metadata_options={
                 "http_endpoint": "enabled",

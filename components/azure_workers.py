@@ -1,6 +1,8 @@
 """AzureWorkerPool: an x86-64 OBS worker scale set whose size the scaler sets.
 
-Creates: a Flexible-orchestration VM scale set (Debian 12, Premium SSD OS
+Creates: a Flexible-orchestration VM scale set (Debian 12 or the
+`image_reference` given, upgrade policy Manual so that only new VMs pick up a
+new image or custom data; Premium SSD OS
 disk, SSH keys only, no public IPs, optional Spot priority with eviction
 policy Delete) whose cloud-init starts the pool's worker groups; and, only
 when the scaler is turned off, a `monitor.AutoscaleSetting` with a single
@@ -42,6 +44,9 @@ class AzureWorkerPoolArgs:
     tags: dict[str, str]
     # Only when the scaler is off: Azure autoscale adds VMs on CPU load.
     cpu_scale_out_fallback: bool = False
+    # What the VMs boot (a gallery image version's or image's {"id": ...});
+    # None: stock Debian 12 from the marketplace.
+    image_reference: dict[str, pulumi.Input[str]] | None = None
 
 
 def cpu_scale_out_rule(vmss_id: pulumi.Input[str]) -> dict[str, Any]:
@@ -91,6 +96,9 @@ class AzureWorkerPool(pulumi.ComponentResource):
             single_placement_group=False,
             # No capacity: see the module docstring.
             sku={"name": pool.vm_size, "tier": "Standard"},
+            # A new image or custom data reaches new VMs only; running ones
+            # stay as they are until the scaler drains and deletes them.
+            upgrade_policy={"mode": "Manual"},
             virtual_machine_profile={
                 "os_profile": {
                     "computer_name_prefix": "obsw",
@@ -99,7 +107,7 @@ class AzureWorkerPool(pulumi.ComponentResource):
                     "linux_configuration": ssh_config(args.admin_username, args.ssh_public_key),
                 },
                 "storage_profile": {
-                    "image_reference": DEBIAN_12_GEN2,
+                    "image_reference": args.image_reference or DEBIAN_12_GEN2,
                     "os_disk": premium_os_disk(args.os_disk_size_gb),
                 },
                 "network_profile": {

@@ -21,17 +21,20 @@ def user_data_documents(settings: FarmSettings) -> list[tuple[str, str, str, int
     """(what, setting that owns it, cloud, bytes) for every user-data document."""
     # Imported here: components render from settings, so config cannot
     # import them at module level.
-    from components.cloudinit import render_worker_user_data, server_user_data
+    from components.cloudinit import server_user_data
+    from components.images import pool_image, worker_user_data
     from components.topology import server_private_ip, worker_pools
 
     server_ip = server_private_ip(settings)
     docs = [("the OBS server", "server", "azure", len(server_user_data(settings).encode()))]
     for pool in worker_pools(settings):
+        # The document the pool's machines get: baked or stock (images).
+        baked = pool_image(settings, pool.cloud).baked
         if pool.cloud == "aws":
-            text = render_worker_user_data(pool, server_ip, settings.ssh_public_key)
+            text = worker_user_data(pool, server_ip, settings.ssh_public_key, baked=baked)
             docs.append((f"worker pool {pool.name}", "graviton", "aws", len(text.encode())))
         else:
-            text = render_worker_user_data(pool, server_ip)
+            text = worker_user_data(pool, server_ip, baked=baked)
             docs.append((f"worker pool {pool.name}", "azureWorkers", "azure", len(text.encode())))
     return docs
 

@@ -112,6 +112,52 @@ class GravitonSettings(_Model):
     availability_zones: tuple[str, ...] = ()
 
 
+_AZURE_IMAGE_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Compute/"
+    r"(?:galleries/[\w.]{1,80}/images/[-\w.]{1,80}(?:/versions/\d{1,10}\.\d{1,10}\.\d{1,10})?"
+    r"|images/[-\w.]{1,80})",
+    re.IGNORECASE,
+)
+_AMI_ID = re.compile(r"ami-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+
+
+class ImageSettings(_Model):
+    """Which image worker machines boot (README, "Worker images")."""
+
+    # Build worker images with the clouds' own image services (Azure VM Image
+    # Builder, EC2 Image Builder) from cloud-init/provision-worker.sh; off:
+    # stock Debian 12, provisioned by cloud-init at every machine's first boot.
+    bake: bool = False
+    # An image built elsewhere from the same provisioning script; wins over
+    # `bake` for its cloud. Empty: none.
+    azure_image_id: str = ""
+    aws_ami_id: str = ""
+
+    @field_validator("azure_image_id")
+    @classmethod
+    def _azure_image(cls, value: str) -> str:
+        if value and not _AZURE_IMAGE_ID.fullmatch(value):
+            raise ValueError(
+                "must be the resource id of an Azure Compute Gallery image version "
+                "(/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Compute/"
+                "galleries/<gallery>/images/<definition>/versions/<x.y.z>), of an image "
+                "definition (its latest version; .../images/<definition>) or of a managed "
+                "image (.../providers/Microsoft.Compute/images/<name>); "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("aws_ami_id")
+    @classmethod
+    def _ami(cls, value: str) -> str:
+        if value and not _AMI_ID.fullmatch(value):
+            raise ValueError(
+                f"must be an AMI id, ami- and 8 or 17 lowercase hex digits; got {value!r}"
+            )
+        return value
+
+
 class ScalerSettings(_Model):
     """obs-farm-scaler on the server: pool capacity follows the OBS job queue."""
 
@@ -253,6 +299,7 @@ class FarmSettings(_Model):
     tls_certificate: TlsCertificate = ""
     tls_private_key: TlsPrivateKey = ""
     scaler: ScalerSettings = ScalerSettings()
+    images: ImageSettings = ImageSettings()
     # azure-native:location and aws:region (outside our namespace, validated
     # with the rest).
     location: Annotated[str, Field(pattern=r"^[a-z0-9]+$")] = "westeurope"

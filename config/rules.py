@@ -271,8 +271,24 @@ def _asns(settings: FarmSettings) -> Iterator[str]:
         )
 
 
+def _images(settings: FarmSettings) -> Iterator[str]:
+    im = settings.images
+    if im.azure_image_id and not azure_worker_archs(settings):
+        yield (
+            f"{NS}:images.azureImageId is set but the farm has no Azure worker pool "
+            f"({NS}:mode {settings.mode} with {NS}:architectures "
+            f"{list(settings.architectures)}); remove it"
+        )
+    if im.aws_ami_id and settings.mode == "intel-only":
+        yield (
+            f"{NS}:images.awsAmiId is set but {NS}:mode is intel-only, which has no AWS "
+            f"worker pool; remove it, or set {NS}:mode to hybrid or native"
+        )
+
+
 def cross_field_errors(settings: FarmSettings) -> list[str]:
     problems: list[str] = list(_graviton(settings))
+    problems.extend(_images(settings))
     problems.extend(_server_tls(settings))
     if settings.mode != "intel-only":
         problems.extend(_aws_network(settings))

@@ -355,6 +355,7 @@ UNTAGGABLE = {
     "azure-native:authorization:RoleDefinition",
     "azure-native:dataprotection:BackupPolicy",
     "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
     "aws:autoscaling/lifecycleHook:LifecycleHook",
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -69,6 +70,18 @@ _FAKE_OUTPUTS: dict[str, dict[str, Any]] = {
     "azure-native:dataprotection:BackupVault": {"identity": {"principalId": "mock-principal"}},
     "azure-native:compute:VirtualMachine": {
         "identity": {"type": "SystemAssigned", "principalId": "mock-server-principal"}
+    },
+    # EC2 Image Builder's image: the AMI it built (a documentation-style id).
+    "aws:imagebuilder/image:Image": {
+        "outputResources": [{"amis": [{"image": "ami-0123456789abcdef0", "region": "mock"}]}]
+    },
+    "azure-native:managedidentity:UserAssignedIdentity": {"principalId": "mock-identity-principal"},
+    # A list of identity ids in, a map by id out.
+    "azure-native:resources:AzureCliScript": {
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {}}
+    },
+    "azure-native:virtualmachineimages:VirtualMachineImageTemplate": {
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {}}
     },
     "aws:ec2/vpnConnection:VpnConnection": {
         "tunnel1Address": "198.51.100.201",
@@ -133,6 +146,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
             length = int(args.inputs["length"])
             outputs["result"] = f"mock{args.name}".replace("-", "").ljust(length, "x")[:length]
         outputs.setdefault("name", args.name)
+        if args.typ.startswith("aws:imagebuilder/"):
+            # Image Builder ARNs: arn:aws:imagebuilder:<region>:<account>:<kind>/<name>[/<x.y.z>].
+            kind = re.sub(r"(?<!^)([A-Z])", r"-\1", args.typ.split("/")[1].split(":")[0]).lower()
+            version = f"/{args.inputs['version']}" if "version" in args.inputs else ""
+            outputs.setdefault(
+                "arn",
+                f"arn:aws:imagebuilder:eu-central-1:123456789012:{kind}/{args.name}{version}",
+            )
         if args.typ.startswith("aws:") and not args.typ.startswith("aws:ec2/"):
             # IAM and Auto Scaling ARNs the program reads (aws:<module>/...).
             module = args.typ.split(":")[1].split("/")[0]

@@ -144,6 +144,42 @@ def server_lines(settings: FarmSettings, run: ProgramRun) -> list[str]:
     return lines
 
 
+def pool_images(settings: FarmSettings) -> list[dict[str, Any]]:
+    """Per pool: what its machines boot, and the image build `pulumi up` runs."""
+    from components.images import pool_image
+    from components.provision import image_version
+
+    version = image_version()
+    out = []
+    for pool in worker_pools(settings):
+        image = pool_image(settings, pool.cloud)
+        out.append(
+            {
+                "pool": pool.name,
+                "kind": image.kind,
+                "boots": image.describe(version),
+                "userData": "baked" if image.baked else "stock",
+                # Built during `pulumi up`; Azure's build script skips a
+                # version the gallery already holds, and on AWS the image
+                # resource is replaced only when its recipe version changes.
+                "buildPending": version if image.kind == "baked" else None,
+            }
+        )
+    return out
+
+
+def image_lines(settings: FarmSettings) -> list[str]:
+    lines = []
+    for p in pool_images(settings):
+        lines.append(f"{p['pool']}: {p['boots']}; {p['userData']} cloud-init")
+        if p["buildPending"]:
+            lines.append(
+                f"  build pending: image version {p['buildPending']} is built during "
+                f"`pulumi up` before the pool uses it (skipped if it exists already)"
+            )
+    return lines
+
+
 def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[str, Path]) -> str:
     out = [
         f"obs-farm offline plan for stack '{stack}' (Pulumi.{stack}.yaml)",
@@ -155,6 +191,7 @@ def render(stack: str, settings: FarmSettings, run: ProgramRun, written: dict[st
     if settings.warnings:
         out += ["Warnings:", *(f"  ! {w}" for w in settings.warnings), ""]
     out += ["Worker topology:", *(f"  {line}" for line in topology_table(worker_pools(settings)))]
+    out += ["", "Worker images:", *(f"  {line}" for line in image_lines(settings))]
     s = settings.server
     out += [
         "",
@@ -235,6 +272,7 @@ def plan_json(
         "architectures": list(settings.architectures),
         "warnings": list(settings.warnings),
         "topology": [p.to_output() for p in worker_pools(settings)],
+        "images": pool_images(settings),
         "server": {
             "vmSize": settings.server.vm_size,
             "privateIp": run.outputs.get("serverPrivateIp"),

@@ -293,6 +293,52 @@ def vpn_connection(inputs: dict[str, Any], name: str) -> dict[str, Any]:
     return _rest(request, i, mapped)
 
 
+# The idempotency token every Image Builder create call carries (the SDK
+# fills it in).
+CLIENT_TOKEN = "00000000-0000-4000-8000-000000000000"
+
+
+def _image_builder(renames: dict[str, str]) -> Any:
+    """Image Builder's API takes the provider's camelCase inputs as they are,
+    but for a few renamed or regrouped members."""
+
+    def expand(inputs: dict[str, Any], name: str) -> dict[str, Any]:
+        i = plain(inputs)
+        request: dict[str, Any] = {"clientToken": CLIENT_TOKEN}
+        for key, value in i.items():
+            request[renames.get(key, key)] = value
+        return request
+
+    return expand
+
+
+def image_recipe(inputs: dict[str, Any], name: str) -> dict[str, Any]:
+    request = _image_builder({"version": "semanticVersion"})(inputs, name)
+    extra: dict[str, Any] = {}
+    if "systemsManagerAgent" in request:
+        extra["systemsManagerAgent"] = request.pop("systemsManagerAgent")
+    if "userDataBase64" in request:
+        extra["userDataOverride"] = request.pop("userDataBase64")
+    if extra:
+        request["additionalInstanceConfiguration"] = extra
+    for mapping in request.get("blockDeviceMappings", []):
+        ebs = mapping.get("ebs", {})
+        for key in ("encrypted", "deleteOnTermination"):
+            if key in ebs:
+                ebs[key] = _bool(ebs[key])
+        if "volumeSize" in ebs:
+            ebs["volumeSize"] = _num(ebs["volumeSize"])
+    return request
+
+
+def infrastructure_configuration(inputs: dict[str, Any], name: str) -> dict[str, Any]:
+    request = _image_builder({})(inputs, name)
+    options = request.get("instanceMetadataOptions", {})
+    if "httpPutResponseHopLimit" in options:
+        options["httpPutResponseHopLimit"] = _num(options["httpPutResponseHopLimit"])
+    return request
+
+
 # pulumi-aws type -> (service, operation, expansion)
 REQUESTS = {
     "aws:ec2/launchTemplate:LaunchTemplate": ("ec2", "CreateLaunchTemplate", launch_template),
@@ -301,6 +347,28 @@ REQUESTS = {
     "aws:ec2/vpnGateway:VpnGateway": ("ec2", "CreateVpnGateway", vpn_gateway),
     "aws:ec2/customerGateway:CustomerGateway": ("ec2", "CreateCustomerGateway", customer_gateway),
     "aws:ec2/vpnConnection:VpnConnection": ("ec2", "CreateVpnConnection", vpn_connection),
+    "aws:imagebuilder/component:Component": (
+        "imagebuilder",
+        "CreateComponent",
+        _image_builder({"version": "semanticVersion"}),
+    ),
+    "aws:imagebuilder/imageRecipe:ImageRecipe": ("imagebuilder", "CreateImageRecipe", image_recipe),
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": (
+        "imagebuilder",
+        "CreateInfrastructureConfiguration",
+        infrastructure_configuration,
+    ),
+    "aws:imagebuilder/distributionConfiguration:DistributionConfiguration": (
+        "imagebuilder",
+        "CreateDistributionConfiguration",
+        _image_builder({}),
+    ),
+    "aws:imagebuilder/imagePipeline:ImagePipeline": (
+        "imagebuilder",
+        "CreateImagePipeline",
+        _image_builder({}),
+    ),
+    "aws:imagebuilder/image:Image": ("imagebuilder", "CreateImage", _image_builder({})),
 }
 
 

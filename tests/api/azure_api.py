@@ -133,6 +133,26 @@ OPERATIONS: dict[str, tuple[str, str, str]] = {
         "UserAssignedIdentitiesOperations",
         "create_or_update",
     ),
+    "azure-native:compute:Gallery": (
+        "azure.mgmt.compute",
+        "GalleriesOperations",
+        "begin_create_or_update",
+    ),
+    "azure-native:compute:GalleryImage": (
+        "azure.mgmt.compute",
+        "GalleryImagesOperations",
+        "begin_create_or_update",
+    ),
+    "azure-native:virtualmachineimages:VirtualMachineImageTemplate": (
+        "azure.mgmt.imagebuilder",
+        "VirtualMachineImageTemplatesOperations",
+        "begin_create_or_update",
+    ),
+    "azure-native:resources:AzureCliScript": (
+        "azure.mgmt.resource.deploymentscripts",
+        "DeploymentScriptsOperations",
+        "begin_create",
+    ),
 }
 
 
@@ -247,6 +267,11 @@ def request_body(op: Operation, inputs: dict[str, Any]) -> dict[str, Any]:
             props[key] = value
     if props:
         body.setdefault("properties", {}).update(props)
+    identity = body.get("identity")
+    if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities"), list):
+        # pulumi-azure-native (since 2.x) takes a list of identity ids and
+        # sends ARM's map of id -> {} (its `userAssignedIdentities` transform).
+        identity["userAssignedIdentities"] = {i: {} for i in identity["userAssignedIdentities"]}
     return body
 
 

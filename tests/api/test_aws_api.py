@@ -1,6 +1,7 @@
 """The AWS side of every example stack against botocore's service models:
 launch template data, Auto Scaling group and policy, VPN gateway, customer
-gateways and VPN connections; and every IAM policy document the program
+gateways and VPN connections, the EC2 Image Builder component, recipe,
+infrastructure and distribution configurations, pipeline and image; and every IAM policy document the program
 registers (see tests/api/aws_api.py)."""
 
 from __future__ import annotations
@@ -84,6 +85,30 @@ SEEDS = {
     "aws:ec2/vpnConnection:VpnConnection": (
         lambda i: i.__setitem__("tunnel1StartupAction", "start"),
         "tunnel1StartupAction: unknown to CreateVpnConnectionRequest",
+    ),
+    "aws:imagebuilder/component:Component": (
+        lambda i: i.__setitem__("platform", "Debian"),
+        "platform: 'Debian' is not one of",
+    ),
+    "aws:imagebuilder/imageRecipe:ImageRecipe": (
+        lambda i: i.__setitem__("version", "1.2"),
+        "semanticVersion: '1.2' does not match",
+    ),
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": (
+        lambda i: i["instanceMetadataOptions"].__setitem__("httpTokens", "require"),
+        "instanceMetadataOptions.httpTokens: 'require' does not match",
+    ),
+    "aws:imagebuilder/distributionConfiguration:DistributionConfiguration": (
+        lambda i: i["distributions"][0].pop("region"),
+        "Distribution requires region",
+    ),
+    "aws:imagebuilder/imagePipeline:ImagePipeline": (
+        lambda i: i.__setitem__("status", "ON"),
+        "status: 'ON' is not one of",
+    ),
+    "aws:imagebuilder/image:Image": (
+        lambda i: i.pop("infrastructureConfigurationArn"),
+        "CreateImageRequest requires infrastructureConfigurationArn",
     ),
 }
 

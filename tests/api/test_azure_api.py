@@ -42,6 +42,15 @@ NEAREST_VERSIONS = {
     # Not registered on this branch; a managed identity for the scaler is
     # coming (azure-mgmt-msi ships 2022-01-31-preview and 2024-11-30).
     "azure-native:managedidentity:UserAssignedIdentity": ("2023-01-31", "2024-11-30"),
+    # Worker images (components/images.py): the gallery and its image
+    # definition in azure-mgmt-compute, the template in azure-mgmt-imagebuilder.
+    "azure-native:compute:Gallery": ("2024-03-03", "2026-03-03"),
+    "azure-native:compute:GalleryImage": ("2024-03-03", "2026-03-03"),
+    "azure-native:virtualmachineimages:VirtualMachineImageTemplate": ("2024-02-01", "2025-10-01"),
+    # OLDER than what is sent: the only Python model of deployment scripts
+    # is azure-mgmt-resource-deploymentscripts 1.0.0b1 (2020-10-01); what it
+    # defines is checked, properties added since would read as unknown.
+    "azure-native:resources:AzureCliScript": ("2023-08-01", "2020-10-01"),
 }
 
 

@@ -129,6 +129,49 @@ NEEDS = {
         "iam:RemoveRoleFromInstanceProfile",
         "iam:PassRole",
     ],
+    # Worker images (components/images.py). The recipe's parent image is
+    # Debian's SSM parameter, read with the caller's rights; Image Builder
+    # creates its service-linked role on first use.
+    "aws:imagebuilder/component:Component": [
+        "imagebuilder:CreateComponent",
+        "imagebuilder:GetComponent",
+        "imagebuilder:DeleteComponent",
+        "imagebuilder:TagResource",
+    ],
+    "aws:imagebuilder/imageRecipe:ImageRecipe": [
+        "imagebuilder:CreateImageRecipe",
+        "imagebuilder:GetImageRecipe",
+        "imagebuilder:DeleteImageRecipe",
+        "ssm:GetParameter",
+    ],
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": [
+        "imagebuilder:CreateInfrastructureConfiguration",
+        "imagebuilder:GetInfrastructureConfiguration",
+        "imagebuilder:UpdateInfrastructureConfiguration",
+        "imagebuilder:DeleteInfrastructureConfiguration",
+        "iam:PassRole",
+        "iam:GetInstanceProfile",
+    ],
+    "aws:imagebuilder/distributionConfiguration:DistributionConfiguration": [
+        "imagebuilder:CreateDistributionConfiguration",
+        "imagebuilder:GetDistributionConfiguration",
+        "imagebuilder:UpdateDistributionConfiguration",
+        "imagebuilder:DeleteDistributionConfiguration",
+    ],
+    "aws:imagebuilder/imagePipeline:ImagePipeline": [
+        "imagebuilder:CreateImagePipeline",
+        "imagebuilder:GetImagePipeline",
+        "imagebuilder:UpdateImagePipeline",
+        "imagebuilder:DeleteImagePipeline",
+    ],
+    "aws:imagebuilder/image:Image": [
+        "imagebuilder:CreateImage",
+        "imagebuilder:GetImage",
+        "imagebuilder:DeleteImage",
+        "imagebuilder:ListTagsForResource",
+        "iam:CreateServiceLinkedRole",
+        "ec2:DescribeImages",
+    ],
 }
 COMMON = ["ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeAvailabilityZones"]
 

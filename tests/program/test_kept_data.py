@@ -29,13 +29,27 @@ KEPT_TYPES = {
     "azure-native:dataprotection:BackupInstance",
     "azure-native:authorization:RoleAssignment",
 }
-# The scaler's role assignments (components/scaler.py) are the farm's, not
-# the kept group's: they go with the farm.
-FARM_OWNED = "obs-farm:scaler:FarmScaler$"
+# The scaler's and the worker image builds' role assignments
+# (components/scaler.py, components/images.py) are the farm's, not the kept
+# group's: they go with the farm.
+FARM_OWNED = ("obs-farm:scaler:FarmScaler$", "obs-farm:azure:AzureWorkerImage$")
 
 
 def kept(run):
-    return [r for r in run.resources if r.type in KEPT_TYPES and FARM_OWNED not in r.options["urn"]]
+    return [
+        r
+        for r in run.resources
+        if r.type in KEPT_TYPES and not any(o in r.options["urn"] for o in FARM_OWNED)
+    ]
+
+
+def farm_groups(run, kept_rg):
+    """The farm's own resource group (not the kept one, nor Image Builder's staging group)."""
+    return [
+        r
+        for r in run.of_type("azure-native:resources:ResourceGroup")
+        if r is not kept_rg and "AzureWorkerImage" not in r.options["urn"]
+    ]
 
 
 DISK_ID = (
@@ -62,7 +76,7 @@ def test_kept_group_is_protected_and_retained(stack_run):
     _, run = stack_run
     rg = kept_group(run)
     assert rg.options["protect"] and rg.options["retain_on_delete"]
-    farm = [r for r in run.of_type("azure-native:resources:ResourceGroup") if r is not rg]
+    farm = farm_groups(run, rg)
     assert len(farm) == 1 and not farm[0].options["protect"]
 
 
@@ -105,7 +119,7 @@ def test_existing_stacks_keep_their_disk_and_backups(stack_run):
     assert rg.options["aliases"] == [f"urn:pulumi:{stack}::obs-farm::{old_rg}"]
     # The farm's own group is a new resource (no alias), so the old group
     # can only ever be adopted as the kept one.
-    farm = next(r for r in run.of_type("azure-native:resources:ResourceGroup") if r is not rg)
+    [farm] = farm_groups(run, rg)
     assert farm.options["urn"] not in before and farm.options["aliases"] == []
 
 

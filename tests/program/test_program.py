@@ -105,6 +105,37 @@ def test_there_are_example_stacks():
     assert {"dev", "apertis-eval"} <= set(STACKS)
 
 
+# Worker images (components/images.py) of stacks with images.bake.
+AZURE_IMAGE = {
+    "obs-farm:azure:AzureWorkerImage": 1,
+    "azure-native:compute:Gallery": 1,
+    "azure-native:compute:GalleryImage": 1,
+    "azure-native:resources:ResourceGroup": 1,
+    "azure-native:managedidentity:UserAssignedIdentity": 2,
+    "azure-native:authorization:RoleDefinition": 2,
+    "azure-native:authorization:RoleAssignment": 3,
+    "azure-native:virtualmachineimages:VirtualMachineImageTemplate": 1,
+    "azure-native:resources:AzureCliScript": 1,
+}
+AWS_IMAGE = {
+    "obs-farm:aws:AwsWorkerImage": 1,
+    "aws:imagebuilder/component:Component": 1,
+    "aws:imagebuilder/imageRecipe:ImageRecipe": 1,
+    "aws:iam/role:Role": 1,
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 2,
+    "aws:iam/instanceProfile:InstanceProfile": 1,
+    "aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration": 1,
+    "aws:imagebuilder/distributionConfiguration:DistributionConfiguration": 1,
+    "aws:imagebuilder/imagePipeline:ImagePipeline": 1,
+    "aws:imagebuilder/image:Image": 1,
+}
+
+
+def _add(want: dict[str, int], more: dict[str, int]) -> None:
+    for key, n in more.items():
+        want[key] = want.get(key, 0) + n
+
+
 def test_resources_per_mode(stack_run):
     stack, run = stack_run
     counts: dict[str, int] = {}
@@ -121,6 +152,11 @@ def test_resources_per_mode(stack_run):
         want.update(AWS_AND_LINK)
         # + GatewaySubnet, + the active-active VPN gateway's two public IPs
         want.update({"azure-native:network:Subnet": 3, "azure-native:network:PublicIPAddress": 4})
+    images = stack_config(stack).get("obs-farm:images", {})
+    if images.get("bake") and "obs-farm:azure:AzureWorkerPool" in want:
+        _add(want, AZURE_IMAGE)
+    if images.get("bake") and mode_of(stack) != "intel-only":
+        _add(want, AWS_IMAGE)
     assert counts == want
 
 

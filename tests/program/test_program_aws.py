@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,16 @@ def lt_user_data(run: ProgramRun) -> str:
 
 
 def test_launch_template_is_locked_down(aws_run):
-    _, run = aws_run
+    name, run = aws_run
     lt = run.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
-    assert lt["imageId"] == "resolve:ssm:/aws/service/debian/release/12/latest/arm64"
+    # Baked stacks launch the AMI EC2 Image Builder made (the mocks' id),
+    # stock ones Debian's, resolved at launch.
+    baked = json.loads(read_stack_config(name).get("obs-farm:images", "{}")).get("bake")
+    assert lt["imageId"] == (
+        "ami-0123456789abcdef0"
+        if baked
+        else "resolve:ssm:/aws/service/debian/release/12/latest/arm64"
+    )
     assert lt["metadataOptions"]["httpTokens"] == "required"
     (disk,) = lt["blockDeviceMappings"]
     assert disk["ebs"]["encrypted"] == "true" and disk["ebs"]["volumeType"] == "gp3"

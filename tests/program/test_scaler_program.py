@@ -210,7 +210,7 @@ def test_aws_role_trusts_only_the_servers_identity(hybrid):
     tenant = "00000000-0000-0000-0000-000000000000"
     assert oidc["url"] == f"https://sts.windows.net/{tenant}/"
     assert oidc["clientIdLists"] == ["api://obs-farm-scaler"]
-    role = hybrid.one("aws:iam/role:Role").inputs
+    [role] = [r.inputs for r in hybrid.of_type("aws:iam/role:Role") if r.name == "obs-scaler-aws"]
     (stmt,) = json.loads(role["assumeRolePolicy"])["Statement"]
     assert stmt["Principal"] == {"Federated": "arn:aws:iam::123456789012:obs-scaler-oidc"}
     assert stmt["Condition"]["StringEquals"] == {
