@@ -10,6 +10,20 @@ conf_dir=${OBS_FARM_CONF_DIR:-/etc/obs-farm}
 
 /usr/local/sbin/obs-farm-prepare-data-disk "$DATA_DISK_DEVICE" /srv/obs
 
+# obs-server's postinst enables and starts units this farm must not run.
+# Masked before the package arrives, so neither this install nor a later
+# upgrade's postinst starts them (deb-systemd-invoke skips masked units, and
+# deb-systemd-helper unmasks only masks it made itself):
+# - obssigner: bs_signer exits at once ("sign program is not configured!")
+#   unless BSConfig sets $sign, and Debian 12 packages no signd/`sign` for
+#   it. The farm does not sign, so the repserver never queues a job for the
+#   signer (it does only when $sign is set) and the unit would only be a
+#   failed unit on every boot.
+# - obsscheduler@i586 and @armv7hl: Debian's default architectures. The
+#   farm's schedulers (x86_64, aarch64, armv7l) are enabled by
+#   obs-farm-apply-farm; these two would schedule nothing here.
+systemctl mask obssigner.service obsscheduler@i586.service obsscheduler@armv7hl.service
+
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q -o Dpkg::Options::=--force-confold obs-server
 install -m 0644 "$conf_dir/BSConfig.pm" /etc/obs/BSConfig.pm
