@@ -10,6 +10,31 @@ conf_dir=${OBS_FARM_CONF_DIR:-/etc/obs-farm}
 
 /usr/local/sbin/obs-farm-prepare-data-disk "$DATA_DISK_DEVICE" /srv/obs
 
+# obs-server's postinst enables and starts units this farm must not run.
+# Masked before the package arrives, so neither this install nor a later
+# upgrade's postinst starts them (deb-systemd-invoke skips masked units, and
+# deb-systemd-helper unmasks only masks it made itself):
+# - obssigner: bs_signer exits at once ("sign program is not configured!")
+#   unless BSConfig sets $sign, and Debian 12 packages no signd/`sign` for
+#   it. The farm does not sign, so the repserver never queues a job for the
+#   signer (it does only when $sign is set) and the unit would only be a
+#   failed unit on every boot.
+# - obsscheduler@i586 and @armv7hl: Debian's default architectures. The
+#   farm's schedulers (x86_64, aarch64, armv7l) are enabled by
+#   obs-farm-apply-farm; these two would schedule nothing here.
+systemctl mask obssigner.service obsscheduler@i586.service obsscheduler@armv7hl.service
+
+# Our BSConfig.pm is in place BEFORE the package: its postinst starts
+# daemons (obsscheduler@x86_64 among them, which obs-farm-apply-farm's
+# `enable --now` then leaves running), and a daemon reads BSConfig once, at
+# start. Installed after, that scheduler kept Debian's default
+# (srcserver http://localhost:5352) and every x86_64 job it made sent the
+# worker to its own localhost for the sources. dpkg keeps a conffile that
+# exists before the package's first install with --force-confold (the
+# packaged one lands as BSConfig.pm.dpkg-dist).
+install -d /etc/obs
+install -m 0644 "$conf_dir/BSConfig.pm" /etc/obs/BSConfig.pm
+
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q -o Dpkg::Options::=--force-confold obs-server
 install -m 0644 "$conf_dir/BSConfig.pm" /etc/obs/BSConfig.pm
@@ -31,5 +56,8 @@ systemctl daemon-reload
 units=(obssrcserver obsrepserver obsdispatcher obspublisher obswarden)
 systemctl enable "${units[@]}"
 systemctl restart "${units[@]}"
+# What else the postinst started reads the file above from now on too,
+# should dpkg have put the packaged one in place after all.
+systemctl try-restart obsscheduler@x86_64.service obsdodup.service obsdeltastore.service obsservice.service
 
 echo "obs-farm-server-setup: backend running; waiting for obs-farm-apply-farm"

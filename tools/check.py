@@ -1,7 +1,7 @@
 """Post-deploy acceptance check of a farm: is what `pulumi up` made working?
 
-    ./check STACK [--build] [--outputs FILE] [--host H] [--port P] [--user U]
-                  [-i KEY] [-o SSH_OPTION]...
+    ./check STACK [--build [--arch ARCH]...] [--no-worker-health] [--outputs FILE]
+                  [--host H] [--port P] [--user U] [-i KEY] [-o SSH_OPTION]...
 
 Reads the stack outputs (`pulumi stack output --json --show-secrets`, or
 `--outputs FILE` holding the same JSON), reaches the server over SSH with the
@@ -13,11 +13,15 @@ admin key and prints one line per check, PASS, FAIL or SKIP with the reason:
   host labels the `topology` output promises, each answering the server on
   its own port (asked from the server: /workerstatus, /worker/<hostarch>:<id>,
   <worker uri>/worker);
+- each worker machine's own health file (/run/obs-farm/worker-health.json,
+  read over SSH through the server as the README's "Reaching the workers"
+  does): a group whose check failed at boot is named with the file's reason;
 - the scaler healthy, if the farm has one;
 - /srv/obs mounted from the data disk at LUN 0 (and, where the Azure
   metadata service answers, that disk is the stack's `dataDiskId`);
 - with `--build`: tests/data/hello-obs built for every architecture the farm
-  serves, each .deb's binary of the right ELF machine.
+  serves (or those named with `--arch`), each .deb's binary of the right ELF
+  machine.
 
 Exit status: 0 if nothing failed, 1 if a check failed, 2 for a usage error
 (no such stack, no pulumi CLI, unreadable outputs) with a one-line message.
@@ -54,6 +58,10 @@ SRCSERVER = "http://127.0.0.1:5352"
 IMDS_STORAGE = (
     "http://169.254.169.254/metadata/instance/compute/storageProfile?api-version=2021-02-01"
 )
+WORKER_HEALTH = "/run/obs-farm/worker-health.json"
+#: The login user of Debian's AWS images, which cloud-init gives the admin key
+#: on the farm's EC2 workers; Azure workers log in as adminUsername.
+AWS_WORKER_USER = "admin"
 SCALER_UNIT = "obs-farm-scaler.service"
 SCALER_HEALTH = "/run/obs-farm/scaler.json"
 #: The scaler's health file is rewritten on every poll; older than this means stuck.
@@ -341,6 +349,95 @@ def _port_of(uri: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """A worker machine of a pool, as its registered workers show it."""
+
+    pool: str
+    cloud: str
+    host: str
+    address: str
+    groups: tuple[str, ...]  # the pool's group names, which its health file lists
+
+    @property
+    def check_name(self) -> str:
+        return f"worker health {self.pool} {self.host}"
+
+
+def worker_machines(pools: Sequence[PoolSpec], workers: Sequence[Worker]) -> list[Machine]:
+    """Each machine with a live worker, its address from that worker's uri.
+
+    A machine none of whose workers registered is not found here (the server
+    knows no address for it); evaluate_pool reports its group missing.
+    """
+    machines: dict[tuple[str, str], Machine] = {}
+    for pool in pools:
+        for w in workers:
+            if w.state in ("down", "dead") or not w.uri:
+                continue
+            for g in pool.groups:
+                m = g.id_pattern().match(w.workerid)
+                address = _address_of(w.uri)
+                if m and pool.owns_host(m["host"]) and address:
+                    key = (pool.name, m["host"])
+                    machines.setdefault(
+                        key,
+                        Machine(
+                            pool.name,
+                            pool.cloud,
+                            m["host"],
+                            address,
+                            tuple(gr.arch for gr in pool.groups),
+                        ),
+                    )
+    return sorted(machines.values(), key=lambda m: (m.pool, m.host))
+
+
+def _address_of(uri: str) -> str | None:
+    m = re.match(r"^https?://([^/:]+|\[[^\]]+\]):\d+/?$", uri)
+    return m.group(1).strip("[]") if m else None
+
+
+def evaluate_worker_health(machine: Machine, text: str | None, error: str = "") -> Result:
+    """`text`: the machine's health file, or None when it could not be read
+    (`error` says why)."""
+    name = machine.check_name
+    if text is None:
+        return failed(
+            name, f"cannot read {WORKER_HEALTH} on {machine.address} through the server: {error}"
+        )
+    try:
+        doc = json.loads(text)
+        groups = {str(g["group"]): g for g in doc["groups"]}
+        healthy = doc["healthy"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return failed(
+            name, f"{WORKER_HEALTH} on {machine.address} is not what the workers write: {err!r}"
+        )
+    if doc.get("host") != machine.host:
+        return failed(
+            name,
+            f"{WORKER_HEALTH} on {machine.address} is host {doc.get('host')!r}'s, "
+            f"not {machine.host!r}'s",
+        )
+    problems = [
+        f"group {g} {entry.get('state', '?')}: {entry.get('detail') or 'no detail'}"
+        for g, entry in sorted(groups.items())
+        if entry.get("state") != "started"
+    ]
+    problems += [
+        f"group {g} not in the file (not set up on this machine)"
+        for g in machine.groups
+        if g not in groups
+    ]
+    if problems:
+        return failed(name, f"at boot {doc.get('time', '?')}: " + "; ".join(problems))
+    if healthy is not True:
+        return failed(name, f"{WORKER_HEALTH} says unhealthy, naming no group")
+    started = ", ".join(f"{g} ({groups[g].get('instances', '?')})" for g in sorted(groups))
+    return passed(name, f"healthy at boot {doc.get('time', '?')}: started {started}")
+
+
 def evaluate_data_disk(
     mount: str, lun_device: str, imds_json: str, data_disk_id: str | None
 ) -> Result:
@@ -403,30 +500,36 @@ class Server:
         self, host: str, user: str, port: int, identity: str | None, options: Sequence[str]
     ) -> None:
         self.base = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"]
-        if identity:
-            self.base += ["-i", identity]
-        for opt in options:
-            self.base += ["-o", opt]
+        # The workers' sshd listens on 22; the admin key and the user's
+        # options apply to them too.
+        self.worker_base = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"]
+        for extra in ([["-i", identity]] if identity else []) + [["-o", o] for o in options]:
+            self.base += extra
+            self.worker_base += extra
         self.target = f"{user}@{host}"
 
     def run(
         self, script: str, stdin: bytes | None = None, timeout: float = 120
     ) -> tuple[int, str, str]:
-        try:
-            proc = subprocess.run(
-                [*self.base, self.target, script],
-                input=stdin,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return 124, "", f"timed out after {timeout:.0f}s"
-        return (
-            proc.returncode,
-            proc.stdout.decode(errors="replace"),
-            proc.stderr.decode(errors="replace"),
+        return _ssh([*self.base, self.target, script], stdin, timeout)
+
+    def run_on_worker(
+        self, user: str, address: str, script: str, timeout: float = 60
+    ) -> tuple[int, str, str]:
+        """`script` on a worker machine, reached through the server (workers
+        have no public address). ssh's -J would not pass this command line's
+        -i, -p and -o options on to the server hop; a ProxyCommand does."""
+        # ssh expands %-tokens in a ProxyCommand: ours are %h:%p, any other % is literal.
+        hop = " ".join(
+            [
+                shlex.join(self.base).replace("%", "%%"),
+                "-W",
+                "%h:%p",
+                shlex.quote(self.target).replace("%", "%%"),
+            ]
         )
+        cmd = [*self.worker_base, "-o", f"ProxyCommand={hop}", f"{user}@{address}", script]
+        return _ssh(cmd, None, timeout)
 
     def out(self, script: str, timeout: float = 120) -> str:
         rc, out, err = self.run(script, timeout=timeout)
@@ -435,6 +538,19 @@ class Server:
                 f"`{script[:60]}` failed on the server ({rc}): {' '.join(err.split())[:300]}"
             )
         return out
+
+
+def _ssh(cmd: list[str], stdin: bytes | None, timeout: float) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of one ssh command; 124 on timeout."""
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout:.0f}s"
+    return (
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+    )
 
 
 class RemoteError(Exception):
@@ -508,6 +624,25 @@ def _registrations(server: Server, workers: Sequence[Worker]) -> dict[str, Regis
         except (ValueError, ET.ParseError):
             continue
     return found
+
+
+def check_worker_health(server: Server, pools: Sequence[PoolSpec], user: str) -> list[Result]:
+    """Each registered machine's /run/obs-farm/worker-health.json, read over
+    SSH through the server (Azure: as `user`; AWS: Debian's `admin`)."""
+    try:
+        workers, _ = parse_workerstatus(server.out(curl(f"{REPSERVER}/workerstatus")))
+    except (RemoteError, ET.ParseError) as err:
+        return [failed("worker health", f"cannot read /workerstatus: {err}")]
+    results = []
+    for machine in worker_machines(pools, workers):
+        login = AWS_WORKER_USER if machine.cloud == "aws" else user
+        rc, out, stderr = server.run_on_worker(login, machine.address, f"cat {WORKER_HEALTH}")
+        if rc != 0:
+            why = " ".join(stderr.split())[:300] or f"exit {rc}"
+            results.append(evaluate_worker_health(machine, None, f"as {login}: {why}"))
+        else:
+            results.append(evaluate_worker_health(machine, out))
+    return results
 
 
 def check_scaler(server: Server, expected: bool | None) -> Result:
@@ -605,8 +740,10 @@ def check_build(
     base: str,
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
+    only: Sequence[str] = (),
 ) -> list[Result]:
-    archs = scheduler_archs(pools)
+    """`only`: build just these architectures (checked by build_archs)."""
+    archs = build_archs(pools, only)
     group_of = {g.scheduler_arch: g.arch for p in pools for g in p.groups}
     base_prj, _, base_repo = base.partition("/")
     prj = CHECK_PROJECT
@@ -644,6 +781,17 @@ def check_build(
     except RemoteError as err:
         return [failed("build", f"cannot submit {CHECK_PACKAGE}: {err}")]
     return _wait_and_inspect(server, prj, archs, started, timeout_s, clock)
+
+
+def build_archs(pools: Sequence[PoolSpec], only: Sequence[str]) -> list[str]:
+    served = scheduler_archs(pools)
+    unknown = sorted(set(only) - set(served))
+    if unknown:
+        raise UsageError(
+            f"--arch {', '.join(unknown)}: this farm builds {', '.join(served)} "
+            "(scheduler architectures)"
+        )
+    return [a for a in served if a in only] if only else served
 
 
 def _srcmd5(server: Server, prj: str) -> str | None:
@@ -794,10 +942,14 @@ def run_checks(
     flavor = outputs.get("serverFlavor") or "backend"
     report(check_daemons(server, flavor, scheduler_archs(pools)))
     report(check_workers(server, pools))
+    if args.no_worker_health:
+        report([skipped("worker health", "not asked (--no-worker-health)")])
+    else:
+        report(check_worker_health(server, pools, user))
     report([check_scaler(server, outputs.get("scalerEnabled"))])
     report([check_data_disk(server, outputs.get("dataDiskId"))])
     if args.build:
-        report(check_build(server, pools, args.base, args.build_timeout))
+        report(check_build(server, pools, args.base, args.build_timeout, only=args.arch))
     return ok
 
 
@@ -807,6 +959,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--outputs", type=Path, help="stack outputs JSON instead of asking pulumi")
     p.add_argument(
         "--build", action="store_true", help="also build hello-obs for every architecture"
+    )
+    p.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        help="with --build: build only for this scheduler architecture (repeatable; "
+        "default: every one the farm serves)",
+    )
+    p.add_argument(
+        "--no-worker-health",
+        action="store_true",
+        help="do not log in to the worker machines to read their health files",
     )
     p.add_argument(
         "--base", default="Debian:12/main", help="PROJECT/REPO the build uses (default %(default)s)"
@@ -822,6 +986,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if "/" not in args.base:
         p.error(f"--base must be PROJECT/REPO, got {args.base!r}")
+    if args.arch and not args.build:
+        p.error("--arch needs --build")
     return args
 
 
@@ -829,6 +995,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         outputs = read_outputs(args.stack, args.outputs)
+        if args.arch:
+            build_archs(pool_specs(outputs["topology"]), args.arch)  # before logging in
         if shutil.which("ssh") is None:
             raise UsageError("ssh is not installed (apt-get install openssh-client)")
         ok = run_checks(args, outputs, lambda r: print(r.line(), flush=True))

@@ -9,7 +9,10 @@ they do on Azure. Going the other way, the workers on the host must reach the
 server address that the backend puts into every job (`$reposerver`,
 `$srcserver`): that address is added to the host's loopback for the test,
 and a small TCP relay on it forwards the two backend ports to QEMU's
-loopback-only forwards.
+loopback-only forwards. The repserver's forward itself sits on 127.0.0.1:5252:
+bs_worker fetches worker and build code updates from the address the
+dispatcher's connection came from, and behind QEMU's NAT that is the host's
+127.0.0.1 (on Azure it is the server's private address).
 
 Administration (projects, packages, the Debian base repository) goes through
 an SSH tunnel, so the backend sees it coming from the server itself, as it

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from components import cloudinit
 from components.cloudinit import aarch32_probe
 from components.topology import azure_worker_pool
 from config import load_settings
+from tests.unit.test_scripts import handler_file, sbin
 from tools import check
 from tools.offline import read_stack_config, run_program
 
@@ -374,3 +376,183 @@ def test_check_script_takes_paths_relative_to_the_caller(tmp_path):
         timeout=300,
     )
     assert one_line_error(res).startswith("./check: --outputs outputs.json is not JSON")
+
+
+# --------------------------------------------------------------------------- worker health
+
+
+def machine_of(pools) -> check.Machine:
+    workers, _ = check.parse_workerstatus(WORKERSTATUS)
+    (machine,) = check.worker_machines(pools, workers)
+    return machine
+
+
+def test_worker_machines_come_from_live_registrations(pools):
+    machine = machine_of(pools)
+    # `old` is down; vm0's three workers share one machine and address.
+    assert (machine.pool, machine.host, machine.address) == ("azure-x86", "vm0", "10.40.16.4")
+    assert set(machine.groups) == {"x86_64", "aarch64", "armv7hl"}
+    assert machine.check_name == "worker health azure-x86 vm0"
+
+
+def health_file(**changes) -> str:
+    doc = {
+        "host": "vm0",
+        "time": "2026-11-28T08:00:00Z",
+        "healthy": True,
+        "groups": [
+            {"group": g, "instances": 1, "state": "started", "detail": ""}
+            for g in ("x86_64", "aarch64", "armv7hl")
+        ],
+    }
+    return json.dumps({**doc, **changes})
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "words"),
+    [
+        (health_file(), "PASS", "healthy at boot 2026-11-28T08:00:00Z: started aarch64 (1)"),
+        (
+            health_file(
+                healthy=False,
+                groups=[
+                    {"group": "x86_64", "instances": 1, "state": "started", "detail": ""},
+                    {
+                        "group": "aarch64",
+                        "instances": 1,
+                        "state": "check-failed",
+                        "detail": "obs-farm-check-binfmt: qemu-aarch64 lacks the F flag",
+                    },
+                    {"group": "armv7hl", "instances": 1, "state": "started", "detail": ""},
+                ],
+            ),
+            "FAIL",
+            "group aarch64 check-failed: obs-farm-check-binfmt: qemu-aarch64 lacks the F flag",
+        ),
+        (
+            health_file(groups=[{"group": "x86_64", "instances": 1, "state": "started"}]),
+            "FAIL",
+            "group aarch64 not in the file",
+        ),
+        (health_file(healthy=False), "FAIL", "says unhealthy, naming no group"),
+        (health_file(host="vm9"), "FAIL", "is host 'vm9''s, not 'vm0''s"),
+        ("{", "FAIL", "is not what the workers write"),
+        ('{"host": "vm0"}', "FAIL", "is not what the workers write"),
+    ],
+)
+def test_worker_health_file(pools, text, status, words):
+    result = check.evaluate_worker_health(machine_of(pools), text)
+    assert result.status == status and words in result.reason, result
+    assert result.name == "worker health azure-x86 vm0"
+
+
+def test_unreadable_worker_health_fails_naming_the_machine(pools):
+    result = check.evaluate_worker_health(machine_of(pools), None, "as obsadmin: refused")
+    assert result.line() == (
+        "FAIL worker health azure-x86 vm0: cannot read /run/obs-farm/worker-health.json "
+        "on 10.40.16.4 through the server: as obsadmin: refused"
+    )
+
+
+def test_what_the_worker_setup_writes_is_what_check_reads(tmp_path, pools):
+    """The real obs-farm-worker-setup.sh (binfmt_misc a directory, systemctl a
+    recorder): qemu-aarch64 without F, so its group is not started, and
+    ./check names that group with the script's own reason."""
+    settings = load_settings(read_stack_config("dev"))
+    pool = azure_worker_pool(settings)
+    conf = tmp_path / "etc"
+    (conf / "groups").mkdir(parents=True)
+    (conf / "worker.env").write_text(cloudinit.worker_env(pool, "127.0.0.1"))
+    for g in pool.groups:
+        (conf / "groups" / f"{g.arch}.env").write_text(cloudinit.group_env(g))
+    binfmt = tmp_path / "binfmt"
+    binfmt.mkdir()
+    (binfmt / "status").write_text("enabled\n")
+    (binfmt / "qemu-arm").write_text(handler_file("PF"))
+    (binfmt / "qemu-aarch64").write_text(handler_file("P"))
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text("#!/bin/sh\n")
+    systemctl.chmod(0o755)
+    env = {
+        **os.environ,
+        "OBS_FARM_CONF_DIR": str(conf),
+        "OBS_FARM_RUN_DIR": str(tmp_path / "run"),
+        "OBS_FARM_BINFMT_DIR": str(binfmt),
+        "OBS_FARM_SYSTEMCTL": str(systemctl),
+        "PATH": f"{sbin(tmp_path)}:{os.environ['PATH']}",
+    }
+    res = subprocess.run(
+        [str(cloudinit.TEMPLATE_DIR / "obs-farm-worker-setup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1, res
+    text = (tmp_path / "run" / "worker-health.json").read_text()
+    host = json.loads(text)["host"]
+    machine = check.Machine("azure-x86", "azure", host, "10.40.16.4", ("x86_64", "aarch64"))
+    result = check.evaluate_worker_health(machine, text)
+    assert result.status == "FAIL", result
+    assert "group aarch64 check-failed: " in result.reason
+    assert "qemu-aarch64 lacks the F flag" in result.reason
+    assert "x86_64" not in result.reason and "armv7hl" not in result.reason
+
+
+def test_worker_health_goes_through_the_server(tmp_path, pools):
+    """The worker hop's ssh command line, recorded by a stand-in ssh: the
+    admin key and options apply to both hops, the server hop is a
+    ProxyCommand with -W %h:%p, AWS machines log in as Debian's `admin`."""
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "ssh"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "sys.stderr.write('connect failed: Connection refused\\n'); sys.exit(255)\n"
+    )
+    fake.chmod(0o755)
+    server = check.Server("203.0.113.7", "obsadmin", 2222, "/k/id", ["StrictHostKeyChecking=no"])
+    server.worker_base[0] = server.base[0] = str(fake)
+    aws_group = check.GroupSpec("aarch64", "aarch64", "native", 1, (41201, 41201))
+    aws = check.PoolSpec("aws-graviton", "aws", 0, 3, (aws_group,))
+    workers = [
+        check.Worker("idle", "i-0123456789abcdef0:aarch64-1", "aarch64", "http://10.41.0.9:41201"),
+        check.Worker("idle", "vm0:x86_64-1", "x86_64", "http://10.40.16.4:41001"),
+    ]
+    status = "<workerstatus>" + "".join(
+        f'<idle workerid="{w.workerid}" hostarch="{w.hostarch}" uri="{w.uri}"/>' for w in workers
+    )
+    status += "</workerstatus>"
+    server.out = lambda script, timeout=120: status  # type: ignore[method-assign]
+    results = check.check_worker_health(server, [*pools, aws], "obsadmin")
+    assert [r.name for r in results] == [
+        "worker health aws-graviton i-0123456789abcdef0",
+        "worker health azure-x86 vm0",
+    ]
+    assert all(r.status == "FAIL" and "Connection refused" in r.reason for r in results)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    aws_call, azure_call = calls
+    assert aws_call[-2:] == ["admin@10.41.0.9", "cat /run/obs-farm/worker-health.json"]
+    assert azure_call[-2] == "obsadmin@10.40.16.4"
+    assert azure_call[azure_call.index("-i") : azure_call.index("-i") + 2] == ["-i", "/k/id"]
+    assert "StrictHostKeyChecking=no" in azure_call
+    (proxy,) = [a for a in azure_call if a.startswith("ProxyCommand=")]
+    assert proxy == (
+        f"ProxyCommand={fake} -p 2222 -o BatchMode=yes -o ConnectTimeout=20 -i /k/id "
+        "-o StrictHostKeyChecking=no -W %h:%p obsadmin@203.0.113.7"
+    )
+
+
+def test_arch_needs_build_and_a_served_arch(tmp_path, dev_outputs):
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(dev_outputs))
+    res = run_cli("dev", "--outputs", str(path), "--build", "--arch", "s390x")
+    assert one_line_error(res) == (
+        "./check: --arch s390x: this farm builds aarch64, armv7l, x86_64 (scheduler architectures)"
+    )
+    res = run_cli("dev", "--outputs", str(path), "--arch", "x86_64")
+    assert res.returncode == 2 and "--arch needs --build" in res.stderr
+    assert check.build_archs(check.pool_specs(dev_outputs["topology"]), ["x86_64", "armv7l"]) == [
+        "armv7l",
+        "x86_64",
+    ]
