@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import inspect
 import re
 import uuid
 from dataclasses import dataclass
@@ -52,18 +51,21 @@ from pulumi_azure_native import (
 
 from components.cloudinit import render_worker_user_data
 from components.common import DEBIAN_12_GEN2
-from components.provision import image_version, provision_script
+from components.provision import (
+    DEPROVISION_ARG,
+    PROVISION_SCRIPT_INSTALL_PATH,
+    image_version,
+    provision_script,
+)
 from components.topology import WorkerPool
 from config.model import FarmSettings
 
 ImageKind = Literal["stock", "baked", "user"]
 
-# Where the bake puts the provisioning script on the build machine: the path
-# cloud-init gives it on stock machines (bake-vm's
-# provision.PROVISION_SCRIPT_INSTALL_PATH; a test keeps the two equal), and
-# the argument that cleans a machine for capture.
-SCRIPT_INSTALL_PATH = "/usr/local/sbin/obs-farm-provision-worker"
-DEPROVISION_ARG = "--deprovision"
+# Where the bake puts the provisioning script on the build machine (the path
+# cloud-init gives it on stock machines), and the argument that cleans a
+# machine for capture.
+SCRIPT_INSTALL_PATH = PROVISION_SCRIPT_INSTALL_PATH
 
 DEBIAN_12_ARM64_SSM = "/aws/service/debian/release/12/latest/arm64"
 # Built-in Contributor: what Image Builder's identity needs on the staging
@@ -553,8 +555,4 @@ def worker_user_data(
 ) -> str:
     """The pool's cloud-init: the baked form on an image that holds what
     provisioning installs, the full one on stock Debian."""
-    if baked and "baked" in inspect.signature(render_worker_user_data).parameters:
-        return render_worker_user_data(pool, server_address, ssh_public_key, baked=True)  # type: ignore[call-arg]
-    # Until the renderer has its baked form (bake-vm's half of issue 9), a
-    # baked machine runs the full document: slower, never wrong.
-    return render_worker_user_data(pool, server_address, ssh_public_key)
+    return render_worker_user_data(pool, server_address, ssh_public_key, baked=baked)

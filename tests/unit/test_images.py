@@ -24,7 +24,9 @@ from components.images import (
     pool_image,
     shell_customizer_lines,
 )
+from components.cloudinit import render_worker_user_data
 from components.provision import image_version
+from components.topology import azure_worker_pool
 from config import ConfigError, load_settings
 from tests.conftest import raw_config
 from tools.offline import read_stack_config, run_program
@@ -160,12 +162,14 @@ def test_the_shell_customizer_installs_and_runs_the_script_verbatim(tmp_path):
     assert "sudo cloud-init clean --logs --seed" in lines
 
 
-def test_the_install_path_is_the_one_cloud_init_uses():
-    # bake-vm's provisioning interface names it; the placeholder does not.
-    assert getattr(provision, "PROVISION_SCRIPT_INSTALL_PATH", SCRIPT_INSTALL_PATH) == (
-        SCRIPT_INSTALL_PATH
-    )
-    assert getattr(provision, "DEPROVISION_ARG", DEPROVISION_ARG) == DEPROVISION_ARG
+def test_the_bake_runs_the_file_stock_cloud_init_runs_and_its_deprovision_mode():
+    # The stock user-data writes and runs the script at the path the bakes
+    # use, and the script itself knows the argument the bakes clean with.
+    settings = load_settings(raw_config())
+    stock = yaml.safe_load(render_worker_user_data(azure_worker_pool(settings), "10.40.1.10"))
+    assert SCRIPT_INSTALL_PATH in {f["path"] for f in stock["write_files"]}
+    assert any(SCRIPT_INSTALL_PATH in str(step) for step in stock["runcmd"])
+    assert f"{DEPROVISION_ARG})" in provision.provision_script()
 
 
 def test_the_image_builder_component_is_awstoe_yaml_running_the_script(tmp_path):
