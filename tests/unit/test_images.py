@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from components import provision
+from components.cloudinit import render_worker_user_data
 from components.images import (
     AZURE_BUILD_SCRIPT,
     BUILD_RUNNER_ACTIONS,
@@ -24,7 +25,6 @@ from components.images import (
     pool_image,
     shell_customizer_lines,
 )
-from components.cloudinit import render_worker_user_data
 from components.provision import image_version
 from components.topology import azure_worker_pool
 from config import ConfigError, load_settings
