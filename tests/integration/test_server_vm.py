@@ -55,8 +55,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ("x86_64", "aarch64", "armv7l")
-#: What ./check --build builds here: the native group and one emulated one.
-BUILD_ARCHS = ("x86_64", "armv7l")
+#: What ./check --build builds here: every architecture the dev farm serves
+#: (the issue asks for all three; the two emulated builds cost about a minute
+#: more than one).
+BUILD_ARCHS = ARCHS
 HOSTNAME = "obs-server-it"
 VM_TIMEOUT_S = 3600
 CLOUD_INIT_TIMEOUT_S = 1500
