@@ -80,6 +80,30 @@ echo -1 > /proc/sys/fs/binfmt_misc/qemu-arm
 """
 
 
+# The stock failure-path boot: the packages now install in runcmd (the
+# provisioning script), after vendor scripts, so this vendor script breaks
+# emulation from an apt hook: after every dpkg run, an F registration of
+# qemu-aarch64 is replaced by one without F and qemu-arm is removed; the
+# worker groups start after the last dpkg run.
+BREAK_EMULATION_AFTER_DPKG = """#!/bin/sh
+set -e
+echo "obs-farm-test: breaking emulation after every dpkg run"
+cat > /usr/local/sbin/obs-farm-test-break-emulation <<'HOOK'
+#!/bin/sh
+d=/proc/sys/fs/binfmt_misc
+if [ -e $d/qemu-aarch64 ] && grep -q '^flags:.*F' $d/qemu-aarch64; then
+  echo -1 > $d/qemu-aarch64
+  echo ':qemu-aarch64:M::\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00:\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:P' > $d/register
+fi
+if [ -e $d/qemu-arm ]; then echo -1 > $d/qemu-arm; fi
+exit 0
+HOOK
+chmod 0755 /usr/local/sbin/obs-farm-test-break-emulation
+echo 'DPkg::Post-Invoke { "/usr/local/sbin/obs-farm-test-break-emulation"; };' \\
+  > /etc/apt/apt.conf.d/99obs-farm-test-break-emulation
+"""
+
+
 @pytest.fixture(scope="module")
 def pool() -> WorkerPool:
     return azure_worker_pool(load_settings(read_stack_config("dev")))
@@ -263,7 +287,7 @@ def test_broken_emulation_keeps_emulated_groups_out(backend, pool, ssh_key, imag
         forwards(pool, ssh_port),
         BOOT_TIMEOUT_S,
         image=image,
-        vendor_data=BREAK_EMULATION,
+        vendor_data=BREAK_EMULATION_AFTER_DPKG,
     ) as run:
         report = run.wait_for_cloud_init(CLOUD_INIT_TIMEOUT_S)
         assert report.status == "error", run.console_log()[-4000:]
