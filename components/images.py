@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import gzip
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,6 +48,7 @@ from pulumi_azure_native import (
     virtualmachineimages,
 )
 
+from components.azure_roles import custom_role, grant
 from components.cloudinit import render_worker_user_data
 from components.common import DEBIAN_12_GEN2
 from components.provision import (
@@ -210,10 +210,6 @@ def gallery_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", name)
 
 
-def _role_guid(scope: str, role: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{scope}/obs-farm-images/{role}"))
-
-
 @dataclass(frozen=True)
 class AzureWorkerImageArgs:
     resource_group_name: pulumi.Input[str]
@@ -273,43 +269,32 @@ class AzureWorkerImage(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        distributor = authorization.RoleDefinition(
+        distributor = custom_role(
             f"{name}-distributor-role",
-            role_definition_id=pulumi.Output.from_input(args.resource_group_id).apply(
-                lambda s: _role_guid(s, "distributor")
-            ),
+            owner="obs-farm-images",
+            role="distributor",
             role_name=pulumi.Output.concat("obs-farm image distributor ", rg),
             description="Azure VM Image Builder: " + ", ".join(GALLERY_DISTRIBUTOR_ACTIONS),
-            role_type="CustomRole",
-            permissions=[{"actions": list(GALLERY_DISTRIBUTOR_ACTIONS)}],
-            scope=args.resource_group_id,
-            assignable_scopes=[args.resource_group_id],
+            actions=GALLERY_DISTRIBUTOR_ACTIONS,
+            resource_group_id=args.resource_group_id,
             opts=child,
         )
         subscription = authorization.get_client_config_output(
             opts=pulumi.InvokeOutputOptions(parent=self)
         ).subscription_id
         grants = [
-            authorization.RoleAssignment(
-                f"{name}-distributor",
-                principal_id=builder.principal_id,
-                principal_type="ServicePrincipal",
-                role_definition_id=distributor.id,
-                scope=gallery.id,
-                opts=child,
-            ),
-            authorization.RoleAssignment(
+            grant(f"{name}-distributor", builder.principal_id, distributor.id, gallery.id, child),
+            grant(
                 f"{name}-staging-contributor",
-                principal_id=builder.principal_id,
-                principal_type="ServicePrincipal",
-                role_definition_id=subscription.apply(
+                builder.principal_id,
+                subscription.apply(
                     lambda s: (
                         f"/subscriptions/{s}/providers/Microsoft.Authorization/"
                         f"roleDefinitions/{CONTRIBUTOR}"
                     )
                 ),
-                scope=staging.id,
-                opts=child,
+                staging.id,
+                child,
             ),
         ]
         version_id = pulumi.Output.concat(definition.id, "/versions/", version)
@@ -365,26 +350,18 @@ class AzureWorkerImage(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        run_role = authorization.RoleDefinition(
+        run_role = custom_role(
             f"{name}-runner-role",
-            role_definition_id=pulumi.Output.from_input(args.resource_group_id).apply(
-                lambda s: _role_guid(s, "runner")
-            ),
+            owner="obs-farm-images",
+            role="runner",
             role_name=pulumi.Output.concat("obs-farm image build runner ", rg),
             description="obs-farm image build: " + ", ".join(BUILD_RUNNER_ACTIONS),
-            role_type="CustomRole",
-            permissions=[{"actions": list(BUILD_RUNNER_ACTIONS)}],
-            scope=args.resource_group_id,
-            assignable_scopes=[args.resource_group_id],
+            actions=BUILD_RUNNER_ACTIONS,
+            resource_group_id=args.resource_group_id,
             opts=child,
         )
-        run_grant = authorization.RoleAssignment(
-            f"{name}-runner",
-            principal_id=runner.principal_id,
-            principal_type="ServicePrincipal",
-            role_definition_id=run_role.id,
-            scope=args.resource_group_id,
-            opts=child,
+        run_grant = grant(
+            f"{name}-runner", runner.principal_id, run_role.id, args.resource_group_id, child
         )
         build = resources.AzureCliScript(
             f"{name}-build",

@@ -29,7 +29,6 @@ import gzip
 import io
 import json
 import tarfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi_azure_native import authorization, compute
 
+from components.azure_roles import custom_role, grant
 from components.cloudinit import fill, template
 from components.topology import REPSERVER_PORT, WorkerPool
 from config.model import ScalerSettings
@@ -265,11 +265,6 @@ def pool_policy(group_arn: str) -> dict[str, Any]:
     }
 
 
-def role_definition_guid(resource_group_id: str, role: str) -> str:
-    """A custom role's id: a GUID, stable for the farm's resource group and role."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{resource_group_id}/obs-farm-scaler/{role}"))
-
-
 # --- the component ------------------------------------------------------------------
 
 
@@ -368,28 +363,20 @@ class FarmScaler(pulumi.ComponentResource):
         for role, actions, scope in grants:
             # Custom role names are unique in the tenant: the resource group's
             # generated name makes them so.
-            definition = authorization.RoleDefinition(
+            definition = custom_role(
                 f"{name}-{role}-role",
-                role_definition_id=pulumi.Output.all(args.resource_group_id, role).apply(
-                    lambda a: role_definition_guid(a[0], a[1])
-                ),
+                owner="obs-farm-scaler",
+                role=role,
                 role_name=pulumi.Output.concat(
                     "obs-farm-scaler ", role, " ", args.resource_group_name
                 ),
                 description="obs-farm-scaler: " + ", ".join(actions),
-                role_type="CustomRole",
-                permissions=[{"actions": list(actions)}],
-                scope=args.resource_group_id,
-                assignable_scopes=[args.resource_group_id],
+                actions=actions,
+                resource_group_id=args.resource_group_id,
                 opts=child,
             )
-            assignment = authorization.RoleAssignment(
-                f"{name}-{role}",
-                principal_id=args.server_principal_id,
-                principal_type="ServicePrincipal",
-                role_definition_id=definition.id,
-                scope=scope,
-                opts=child,
+            assignment = grant(
+                f"{name}-{role}", args.server_principal_id, definition.id, scope, child
             )
             made += [definition, assignment]
         return made
