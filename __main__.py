@@ -13,6 +13,7 @@ from components.azure_workers import AzureWorkerPool, AzureWorkerPoolArgs
 from components.backup import DiskBackup, DiskBackupArgs
 from components.cloudinit import (
     render_apply_farm,
+    render_worker_user_data,
     server_user_data,
 )
 from components.common import farm_tags
@@ -22,7 +23,6 @@ from components.images import (
     AzureWorkerImage,
     AzureWorkerImageArgs,
     pool_image,
-    worker_user_data,
 )
 from components.kept_data import KeptData, KeptDataArgs
 from components.network import FarmNetwork, FarmNetworkArgs
@@ -178,7 +178,7 @@ if "azure" in pools:
             os_disk_size_gb=settings.azure_workers.os_disk_size_gb,
             admin_username=settings.admin_username,
             ssh_public_key=settings.ssh_public_key,
-            user_data=worker_user_data(pools["azure"], server_ip, baked=azure_image.baked),
+            user_data=render_worker_user_data(pools["azure"], server_ip, baked=azure_image.baked),
             tags=tags("worker"),
             cpu_scale_out_fallback=cpu_fallback,
             image_reference=azure_image_reference,
@@ -245,7 +245,7 @@ if "aws" in pools and settings.graviton and settings.aws_region and net.gateway_
             volume_size_gb=graviton.volume_size_gb,
             subnet_ids=aws_net.private_subnet_ids,
             security_group_id=aws_net.worker_security_group_id,
-            user_data=worker_user_data(
+            user_data=render_worker_user_data(
                 pools["aws"], server_ip, settings.ssh_public_key, baked=aws_image.baked
             ),
             tags=tags("worker"),

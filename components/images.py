@@ -49,7 +49,6 @@ from pulumi_azure_native import (
 )
 
 from components.azure_roles import custom_role, grant
-from components.cloudinit import render_worker_user_data
 from components.common import DEBIAN_12_GEN2
 from components.provision import (
     DEPROVISION_ARG,
@@ -57,7 +56,6 @@ from components.provision import (
     image_version,
     provision_script,
 )
-from components.topology import WorkerPool
 from config.model import FarmSettings
 
 ImageKind = Literal["stock", "baked", "user"]
@@ -525,11 +523,3 @@ class AwsWorkerImage(pulumi.ComponentResource):
 def _first_ami(resources_: object) -> str:
     # outputResources[0].amis[0].image: the AMI in the distribution's region.
     return resources_[0].amis[0].image  # type: ignore[index]
-
-
-def worker_user_data(
-    pool: WorkerPool, server_address: str, ssh_public_key: str | None = None, baked: bool = False
-) -> str:
-    """The pool's cloud-init: the baked form on an image that holds what
-    provisioning installs, the full one on stock Debian."""
-    return render_worker_user_data(pool, server_address, ssh_public_key, baked=baked)

@@ -21,8 +21,8 @@ def user_data_documents(settings: FarmSettings) -> list[tuple[str, str, str, int
     """(what, setting that owns it, cloud, bytes) for every user-data document."""
     # Imported here: components render from settings, so config cannot
     # import them at module level.
-    from components.cloudinit import server_user_data
-    from components.images import pool_image, worker_user_data
+    from components.cloudinit import render_worker_user_data, server_user_data
+    from components.images import pool_image
     from components.topology import server_private_ip, worker_pools
 
     server_ip = server_private_ip(settings)
@@ -31,10 +31,10 @@ def user_data_documents(settings: FarmSettings) -> list[tuple[str, str, str, int
         # The document the pool's machines get: baked or stock (images).
         baked = pool_image(settings, pool.cloud).baked
         if pool.cloud == "aws":
-            text = worker_user_data(pool, server_ip, settings.ssh_public_key, baked=baked)
+            text = render_worker_user_data(pool, server_ip, settings.ssh_public_key, baked=baked)
             docs.append((f"worker pool {pool.name}", "graviton", "aws", len(text.encode())))
         else:
-            text = worker_user_data(pool, server_ip, baked=baked)
+            text = render_worker_user_data(pool, server_ip, baked=baked)
             docs.append((f"worker pool {pool.name}", "azureWorkers", "azure", len(text.encode())))
     return docs
 
