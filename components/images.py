@@ -60,10 +60,6 @@ from config.model import FarmSettings
 
 ImageKind = Literal["stock", "baked", "user"]
 
-# Where the bake puts the provisioning script on the build machine (the path
-# cloud-init gives it on stock machines), and the argument that cleans a
-# machine for capture.
-SCRIPT_INSTALL_PATH = PROVISION_SCRIPT_INSTALL_PATH
 
 DEBIAN_12_ARM64_SSM = "/aws/service/debian/release/12/latest/arm64"
 # Built-in Contributor: what Image Builder's identity needs on the staging
@@ -155,9 +151,9 @@ def shell_customizer_lines(script: str) -> list[str]:
     -deprovision+user` (SSH host keys, the build user)."""
     encoded = base64.b64encode(script.encode()).decode()
     return [
-        f"echo '{encoded}' | base64 -d | sudo tee {SCRIPT_INSTALL_PATH} > /dev/null",
-        f"sudo chmod 0755 {SCRIPT_INSTALL_PATH}",
-        f"sudo {SCRIPT_INSTALL_PATH}",
+        f"echo '{encoded}' | base64 -d | sudo tee {PROVISION_SCRIPT_INSTALL_PATH} > /dev/null",
+        f"sudo chmod 0755 {PROVISION_SCRIPT_INSTALL_PATH}",
+        f"sudo {PROVISION_SCRIPT_INSTALL_PATH}",
         "sudo cloud-init clean --logs --seed",
         "sudo truncate -s 0 /etc/machine-id",
     ]
@@ -169,6 +165,7 @@ def image_builder_component(script: str) -> str:
     The script travels gzipped: a component's document may hold at most
     16,000 characters (CreateComponent `data`, checked by tests/api)."""
     encoded = base64.b64encode(gzip.compress(script.encode(), mtime=0)).decode()
+    path = PROVISION_SCRIPT_INSTALL_PATH
     doc = {
         "name": "obs-farm-provision-worker",
         "description": "Installs what an obs-farm worker needs (cloud-init/provision-worker.sh)",
@@ -182,9 +179,9 @@ def image_builder_component(script: str) -> str:
                         "action": "ExecuteBash",
                         "inputs": {
                             "commands": [
-                                f"echo '{encoded}' | base64 -d | gunzip > {SCRIPT_INSTALL_PATH}",
-                                f"chmod 0755 {SCRIPT_INSTALL_PATH}",
-                                SCRIPT_INSTALL_PATH,
+                                f"echo '{encoded}' | base64 -d | gunzip > {path}",
+                                f"chmod 0755 {path}",
+                                path,
                             ]
                         },
                     },
@@ -194,7 +191,7 @@ def image_builder_component(script: str) -> str:
                         # VM proof bakes; Image Builder then stops the instance.
                         "name": "deprovision",
                         "action": "ExecuteBash",
-                        "inputs": {"commands": [f"{SCRIPT_INSTALL_PATH} {DEPROVISION_ARG}"]},
+                        "inputs": {"commands": [f"{path} {DEPROVISION_ARG}"]},
                     },
                 ],
             }

@@ -20,12 +20,11 @@ from components.images import (
     BUILD_RUNNER_ACTIONS,
     DEPROVISION_ARG,
     GALLERY_DISTRIBUTOR_ACTIONS,
-    SCRIPT_INSTALL_PATH,
     image_builder_component,
     pool_image,
     shell_customizer_lines,
 )
-from components.provision import image_version
+from components.provision import PROVISION_SCRIPT_INSTALL_PATH, image_version
 from components.topology import azure_worker_pool
 from config import ConfigError, load_settings
 from tests.conftest import raw_config
@@ -157,7 +156,7 @@ def test_the_shell_customizer_installs_and_runs_the_script_verbatim(tmp_path):
     lines = shell_customizer_lines(script)
     encoded = lines[0].split("'")[1]
     assert base64.b64decode(encoded).decode() == script
-    assert lines[2] == f"sudo {SCRIPT_INSTALL_PATH}"
+    assert lines[2] == f"sudo {PROVISION_SCRIPT_INSTALL_PATH}"
     # What deprovisioning leaves for the first boot of each machine.
     assert "sudo cloud-init clean --logs --seed" in lines
 
@@ -167,8 +166,8 @@ def test_the_bake_runs_the_file_stock_cloud_init_runs_and_its_deprovision_mode()
     # use, and the script itself knows the argument the bakes clean with.
     settings = load_settings(raw_config())
     stock = yaml.safe_load(render_worker_user_data(azure_worker_pool(settings), "10.40.1.10"))
-    assert SCRIPT_INSTALL_PATH in {f["path"] for f in stock["write_files"]}
-    assert any(SCRIPT_INSTALL_PATH in str(step) for step in stock["runcmd"])
+    assert PROVISION_SCRIPT_INSTALL_PATH in {f["path"] for f in stock["write_files"]}
+    assert any(PROVISION_SCRIPT_INSTALL_PATH in str(step) for step in stock["runcmd"])
     assert f"{DEPROVISION_ARG})" in provision.provision_script()
 
 
@@ -186,7 +185,10 @@ def test_the_image_builder_component_is_awstoe_yaml_running_the_script(tmp_path)
     target = tmp_path / "provision"
     out = tmp_path / "out"
     for step in phase["steps"]:
-        commands = [c.replace(SCRIPT_INSTALL_PATH, str(target)) for c in step["inputs"]["commands"]]
+        commands = [
+            c.replace(PROVISION_SCRIPT_INSTALL_PATH, str(target))
+            for c in step["inputs"]["commands"]
+        ]
         subprocess.run(
             ["bash", "-euo", "pipefail", "-c", "\n".join(commands)],
             check=True,
