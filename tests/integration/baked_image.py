@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import inspect
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -83,34 +82,16 @@ def bake_key(base_image: Path) -> str:
 def baked_worker_image(base_image: Path, cache_dir: Path = vm.DEFAULT_CACHE_DIR) -> Path:
     """The baked image's disk.img for this script, package list and base image."""
     key = bake_key(base_image)
-    final = cache_dir / f"{PREFIX}{key[:16]}"
-    if _complete(final):
-        return final / "disk.img"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with vm._locked(cache_dir / f".{final.name}.lock"):
-        if _complete(final):
-            return final / "disk.img"
-        for stale in cache_dir.glob(f".tmp-{final.name}-*"):
-            shutil.rmtree(stale)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
-        try:
-            info = _bake(base_image, tmp)
-            info.update(key=key, base_image=str(base_image))
-            (tmp / "recipe.json").write_text(json.dumps(info, indent=2) + "\n")
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        for old in cache_dir.glob(f"{PREFIX}*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-    return final / "disk.img"
 
+    def build(work: Path, out: Path) -> None:
+        out.mkdir()
+        info = _bake(base_image, out)
+        info.update(key=key, base_image=str(base_image))
+        (out / "recipe.json").write_text(json.dumps(info, indent=2) + "\n")
 
-def _complete(image_dir: Path) -> bool:
-    """recipe.json is written last."""
-    return all(
-        (image_dir / n).is_file() for n in ("disk.img", "vmlinuz", "initrd.img", "recipe.json")
+    # A bake of an older key goes once the new one is in place.
+    return vm.cached_image(
+        cache_dir, f"{PREFIX}{key[:16]}", build, lambda other, _: other.name.startswith(PREFIX)
     )
 
 

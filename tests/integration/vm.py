@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -313,18 +313,61 @@ def build_image(cache_dir: Path = DEFAULT_CACHE_DIR, extra_packages: Sequence[st
     reused; a lock serialises concurrent builders of the same recipe.
     """
     recipe = Recipe(extra_packages=tuple(sorted(set(extra_packages))))
-    final = cache_dir / recipe.dir_name()
+    if not _image_complete(cache_dir / recipe.dir_name()):
+        _require_root("building the VM image (debootstrap, mkfs -d)")
+        _require_tools(BUILD_TOOLS)
+
+    def superseded(other: Path, info: dict[str, Any]) -> bool:
+        # An older recipe for the same extra packages (about 1 GB each).
+        return "extra_packages" in info and (
+            sorted(info["extra_packages"]) == sorted(recipe.extra_packages)
+        )
+
+    return cached_image(
+        cache_dir,
+        recipe.dir_name(),
+        lambda work, out: _build_into(work, out, recipe, cache_dir),
+        superseded,
+    )
+
+
+def cached_image(
+    cache_dir: Path,
+    name: str,
+    build: Callable[[Path, Path], None],
+    superseded: Callable[[Path, dict[str, Any]], bool],
+) -> Path:
+    """`cache_dir/name/disk.img`, built first if absent: the one cache of
+    every image the tier boots (base, server, baked worker).
+
+    `build(work, out)` fills `out` (disk.img, vmlinuz, initrd.img and, last,
+    recipe.json), using `work` for scratch; `out` is renamed into place only
+    when complete, so an interrupted build is never reused, and a lock
+    serialises concurrent builders of the same name. Once in place, every
+    other image directory for which `superseded(dir, its recipe.json)` holds
+    is deleted (a VM still booted from one keeps its open file).
+    """
+    final = cache_dir / name
     if _image_complete(final):
         return final / "disk.img"
-    _require_root("building the VM image (debootstrap, mkfs -d)")
-    _require_tools(BUILD_TOOLS)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f".{recipe.dir_name()}.lock"):
+    with _locked(cache_dir / f".{name}.lock"):
         if _image_complete(final):
             return final / "disk.img"
-        _remove_stale_builds(cache_dir, recipe)
-        _build_into(final, recipe, cache_dir)
-        _prune_superseded(cache_dir, recipe)
+        for stale in cache_dir.glob(f".tmp-{name}-*"):
+            _rmtree_unmounted(stale)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=cache_dir))
+        try:
+            build(tmp, tmp / "out")
+            os.rename(tmp / "out", final)
+        finally:
+            _rmtree_unmounted(tmp)
+        for info_path in cache_dir.glob("*/recipe.json"):
+            with contextlib.suppress(OSError, ValueError):
+                other = info_path.parent
+                if other != final and superseded(other, json.loads(info_path.read_text())):
+                    _rmtree_unmounted(other)
+                    (cache_dir / f"{other.name}.build.log").unlink(missing_ok=True)
     return final / "disk.img"
 
 
@@ -341,9 +384,8 @@ def _image_complete(image_dir: Path) -> bool:
     )
 
 
-def _build_into(final: Path, recipe: Recipe, cache_dir: Path) -> None:
-    """Run BUILD_SCRIPT in a temp dir next to `final`, then rename it into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{recipe.dir_name()}-", dir=cache_dir))
+def _build_into(tmp: Path, out: Path, recipe: Recipe, cache_dir: Path) -> None:
+    """Run BUILD_SCRIPT with its root in `tmp`, its image into `out`."""
     log_path = cache_dir / f"{recipe.dir_name()}.build.log"
     env = {
         **os.environ,
@@ -353,25 +395,21 @@ def _build_into(final: Path, recipe: Recipe, cache_dir: Path) -> None:
         "PACKAGES": ",".join(recipe.packages),
         "EXTRA_PACKAGES": " ".join(recipe.extra_packages),
         "ROOT": str(tmp / "root"),
-        "OUT": str(tmp / "out"),
+        "OUT": str(out),
         "IMAGE_SIZE": recipe.size,
         "LC_ALL": "C.UTF-8",
     }
     started = time.monotonic()
-    try:
-        cmd = ["unshare", "--mount", "--propagation", "private", "bash", "-c", recipe.script]
-        _run_logged(cmd, env, log_path, BUILD_TIMEOUT_S, what="VM image build")
-        info = {
-            **dataclasses.asdict(recipe),
-            "key": recipe.key(),
-            "build_seconds": round(time.monotonic() - started, 1),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        del info["script"]
-        (tmp / "out" / "recipe.json").write_text(json.dumps(info, indent=2) + "\n")
-        os.rename(tmp / "out", final)
-    finally:
-        _rmtree_unmounted(tmp)
+    cmd = ["unshare", "--mount", "--propagation", "private", "bash", "-c", recipe.script]
+    _run_logged(cmd, env, log_path, BUILD_TIMEOUT_S, what="VM image build")
+    info = {
+        **dataclasses.asdict(recipe),
+        "key": recipe.key(),
+        "build_seconds": round(time.monotonic() - started, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    del info["script"]
+    (out / "recipe.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _run_logged(
@@ -403,26 +441,6 @@ def _run_logged(
             f"{what} failed (exit {rc}); log {log_path}:\n"
             f"{_tail(log_path.read_text(errors='replace'))}"
         )
-
-
-def _remove_stale_builds(cache_dir: Path, recipe: Recipe) -> None:
-    """Delete leftovers of interrupted builds of this recipe (we hold its lock)."""
-    for stale in cache_dir.glob(f".tmp-{recipe.dir_name()}-*"):
-        _rmtree_unmounted(stale)
-
-
-def _prune_superseded(cache_dir: Path, recipe: Recipe) -> None:
-    """Delete images of an older recipe for the same extra packages (about 1 GB each).
-
-    A VM still booted from one keeps its open file; nothing else uses them.
-    """
-    wanted = sorted(recipe.extra_packages)
-    for info_path in cache_dir.glob("*/recipe.json"):
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(info_path.read_text())
-            if info.get("key") != recipe.key() and sorted(info.get("extra_packages", [])) == wanted:
-                _rmtree_unmounted(info_path.parent)
-                (cache_dir / f"{info_path.parent.name}.build.log").unlink(missing_ok=True)
 
 
 def _rmtree_unmounted(path: Path) -> None:
