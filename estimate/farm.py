@@ -74,9 +74,9 @@ from obs_farm_scaler.model import (  # noqa: E402
 # Measured only on this repository's test VM (software-emulated x86-64, stock
 # Debian image, packages installed by cloud-init at boot): 336-346 s from
 # boot to all workers registered (issue 9); with the packages baked into the
-# image the VM harness measured 73-122 s. Not measured on Azure or AWS (VM
-# allocation adds to it there). Baked images (issue 9) are not deployed yet:
-# the default is the stock figure, rounded up.
+# image (obs-farm:images.bake) the VM tier measured 81-113 s. Not measured
+# on Azure or AWS (VM allocation adds to it there), so the default stays the
+# stock figure, rounded up, for baked pools too.
 DEFAULT_BOOT_MINUTES = 6.0
 # Simulated time after which the estimate gives up (a farm that can never
 # finish, e.g. a boot time the scaler always reaps).
