@@ -847,6 +847,12 @@ def _wait_and_inspect(
     return results
 
 
+# What the srcserver reports for a package whose meta exists but whose first
+# commit the scheduler has not processed yet: the meta is written before the
+# files, so a poll right after the commit can still see it. Not a result.
+NO_SOURCE_YET = "no source uploaded"
+
+
 def _build_state(server: Server, prj: str, arch: str, started: float) -> tuple[str, str] | None:
     """(code, worker) once this arch's build is final and newer than `started`."""
     try:
@@ -870,6 +876,8 @@ def _build_state(server: Server, prj: str, arch: str, started: float) -> tuple[s
     ):
         return None
     code = status.get("code", "")
+    if code == "broken" and status.findtext("details") == NO_SOURCE_YET:
+        return None  # the scheduler has not yet seen the commit made before `started`
     if code in ("unresolvable", "broken", "excluded", "disabled"):
         return code + (f": {status.findtext('details')}" if status.findtext("details") else ""), ""
     if code not in ("succeeded", "failed"):

@@ -47,6 +47,8 @@ from types import TracebackType
 from typing import Literal
 from xml.sax.saxutils import quoteattr
 
+from tools.check import NO_SOURCE_YET
+
 try:  # tests/ importable as a package (python -m pytest from the repo root)
     from tests.integration import debian_base
 except ImportError:  # pytest's default "prepend" import of this folder
@@ -1257,6 +1259,10 @@ class ObsBackend:
         """The BuildResult if the package is in a final, fresh state, else None."""
         code, details, dirty = self.package_status(project, repo, arch, package)
         if code not in FINAL_STATES or dirty:
+            return None
+        if code == "broken" and details == NO_SOURCE_YET:
+            # create_package writes the meta before its one commit; the
+            # scheduler may report the package before it has seen the commit.
             return None
         job = self._last_job(project, repo, arch, package, since)
         if since is not None and job is None and code in ("succeeded", "failed"):

@@ -155,7 +155,9 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
             timings[f"build {arch} (job on worker)"] = result.job_seconds or result.wall_seconds
             if result.status != "succeeded":
                 print(backend.build_log("lab", "Debian_12", arch, "hello-obs")[-4000:])
-        assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded")
+        assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded"), {
+            a: r.details for a, r in results.items()
+        }
         built_by = {a: r.workerid for a, r in results.items()}
         assert built_by == {a: f"{host}:{GROUP_OF[a]}-1" for a in ARCHS}
 

@@ -262,6 +262,66 @@ def test_constraints_pin_every_arch_to_its_own_group():
     assert "<arch>x86_64</arch></conditions><hostlabel>obs-farm-x86_64</hostlabel>" in xml
 
 
+class AnswersByUrl:
+    """Stands in for check.Server: answers `curl` commands by the path in their URL."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    def out(self, script: str, timeout: float = 120) -> str:
+        for path, answer in self.answers.items():
+            if path in script:
+                return answer
+        raise check.RemoteError(f"no answer for {script}")
+
+
+def result_xml(code: str, details: str = "", dirty: bool = False) -> str:
+    dirty_attr = " dirty='true'" if dirty else ""
+    details_el = f"<details>{details}</details>" if details else ""
+    return (
+        f"<resultlist><result project='p' repository='check' arch='x86_64'{dirty_attr}"
+        f" state='finished'><status package='{check.CHECK_PACKAGE}' code='{code}'>"
+        f"{details_el}</status></result></resultlist>"
+    )
+
+
+def job_history(*endtimes: int) -> str:
+    jobs = "".join(
+        f"<jobhist package='{check.CHECK_PACKAGE}' workerid='vm0:x86_64-1' starttime='{e - 30}'"
+        f" endtime='{e}' code='succeeded'/>"
+        for e in endtimes
+    )
+    return f"<jobhistlist>{jobs}</jobhistlist>"
+
+
+@pytest.mark.parametrize(
+    "result, history, state",
+    [
+        # The scheduler reports the package before it has seen the commit that
+        # followed its meta (a CI run once took this for a final "broken").
+        (result_xml("broken", check.NO_SOURCE_YET), job_history(), None),
+        (
+            result_xml("broken", "bad build configuration"),
+            job_history(),
+            ("broken: bad build configuration", ""),
+        ),
+        (
+            result_xml("unresolvable", "nothing provides gcc"),
+            job_history(),
+            ("unresolvable: nothing provides gcc", ""),
+        ),
+        (result_xml("scheduled"), job_history(), None),
+        (result_xml("succeeded", dirty=True), job_history(2000), None),
+        (result_xml("succeeded"), job_history(900), None),  # an earlier build's result
+        (result_xml("succeeded"), job_history(900, 2000), ("succeeded", "vm0:x86_64-1")),
+        (result_xml("failed"), job_history(2000), ("failed", "vm0:x86_64-1")),
+    ],
+)
+def test_build_state_waits_for_a_fresh_final_result(result, history, state):
+    server = AnswersByUrl({"/_result?": result, "/_jobhistory?": history})
+    assert check._build_state(server, "p", "x86_64", started=1000) == state  # type: ignore[arg-type]
+
+
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 def test_elf_machine_of_a_real_deb(tmp_path):
     root = tmp_path / "pkg"
