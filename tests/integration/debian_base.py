@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -160,18 +160,47 @@ def ensure_base(
     apt = _PrivateApt(cache_root / "apt" / debian_arch, debian_arch)
     apt.update()
     wanted = sorted(set(apt.required_and_essential()) | set(packages))
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=_mkdir(target.parent)))
-    try:
+
+    def fill(staging: Path) -> None:
         apt.download(wanted, staging)
-        debs = _scan_debs(staging)
-        _write_manifest(staging, debian_arch, wanted, debs)
+        _write_manifest(staging, debian_arch, wanted, _scan_debs(staging))
+
+    _publish(target, fill)
+    return _load_manifest(debian_arch, target)
+
+
+def ensure_exact(
+    arch: str, packages: Sequence[str], cache_root: Path = DEFAULT_CACHE_ROOT
+) -> list[Path]:
+    """The named packages of `arch` alone, without their dependencies (e.g. a
+    cross toolchain to take binaries from), cached like ensure_base."""
+    debian_arch = obs_to_debian_arch(arch)
+    key = cache_key(debian_arch, packages, host_sources_text())
+    target = cache_root / "exact" / debian_arch / key
+    if not (target / "complete").is_file():
+        apt = _PrivateApt(cache_root / "apt" / debian_arch, debian_arch)
+        apt.update()
+
+        def fill(staging: Path) -> None:
+            apt.fetch(packages, staging)
+            (staging / "complete").write_text("\n".join(sorted(packages)) + "\n")
+
+        _publish(target, fill)
+    return sorted(target.glob("*.deb"))
+
+
+def _publish(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a staging directory beside `target`, then rename it into place, so
+    an interrupted download never looks complete; older keys are pruned."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_mkdir(target.parent)))
+    try:
+        fill(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _prune_other_keys(target)
-    return _load_manifest(debian_arch, target)
 
 
 def _prune_other_keys(keep: Path) -> None:
@@ -246,10 +275,12 @@ class _PrivateApt:
         }
         return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
 
-    def _run(self, tool: str, *args: str, archives: Path | None = None) -> str:
+    def _run(
+        self, tool: str, *args: str, archives: Path | None = None, cwd: Path | None = None
+    ) -> str:
         cmd = [tool, *self._options(archives), *args]
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=cwd)
         if proc.returncode != 0:
             raise DebianBaseError(
                 f"{tool} {args[0]} for {self.arch} failed "
@@ -294,6 +325,10 @@ class _PrivateApt:
         if not names:
             raise DebianBaseError(f"no required packages found for {self.arch}")
         return sorted(set(names))
+
+    def fetch(self, packages: Sequence[str], dest: Path) -> None:
+        """Download exactly these packages' candidate .debs into `dest`."""
+        self._run("apt-get", "download", *packages, cwd=dest)
 
     def download(self, packages: Sequence[str], dest: Path) -> None:
         """Resolve the closure as if installing into an empty root; keep .debs."""
