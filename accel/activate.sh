@@ -31,7 +31,7 @@ tools="$libexec/cc1:cc1 $libexec/cc1plus:cc1plus /usr/bin/$target-as:as /usr/bin
 undo() {
 	for entry in $tools; do
 		path=${entry%%:*}
-		if [ "$(dpkg-divert --truename "$path")" != "$path" ]; then
+		if [ "$(dpkg-divert --listpackage "$path")" = "$pkg" ]; then
 			rm -f "$path"
 			dpkg-divert --package "$pkg" --rename --quiet --remove "$path"
 		fi
@@ -48,6 +48,11 @@ upstream() { # a Debian version without its epoch and revision
 	v=${1#*:}
 	echo "${v%-*}"
 }
+
+if [ ! -e "$libexec/cc1" ]; then
+	say "not accelerating $target: this build root has no gcc-$major for $target ($libexec/cc1)"
+	exit 0
+fi
 
 root_gcc=$(installed "cpp-$major")
 root_binutils=$(installed "binutils-$target")

@@ -16,26 +16,31 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 --target TRIPLET --debs DIR --out DIR [--version V] [--allow-revision-skew]" >&2
+	echo "usage: $0 --target TRIPLET (--debs DIR | --installed) --out DIR [--version V] [--allow-revision-skew]" >&2
 	exit 2
 }
 
-target="" debs="" out="" version="" skew=no
+target="" debs="" installed=no out="" version="" skew=no
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--target) target=${2:-} && shift 2 ;;
 	--debs) debs=${2:-} && shift 2 ;;
+	--installed) installed=yes && shift ;;
 	--out) out=${2:-} && shift 2 ;;
 	--version) version=${2:-} && shift 2 ;;
 	--allow-revision-skew) skew=yes && shift ;;
 	*) usage ;;
 	esac
 done
-if [ -z "$target" ] || [ ! -d "$debs" ] || [ -z "$out" ]; then usage; fi
+if [ -z "$target" ] || [ -z "$out" ]; then usage; fi
+if [ "$installed" = yes ]; then
+	[ -z "$debs" ] || usage
+elif [ ! -d "$debs" ]; then
+	usage
+fi
 
 case "$target" in
-aarch64-linux-gnu) debarch=arm64 ;;
-arm-linux-gnueabihf) debarch=armhf ;;
+aarch64-linux-gnu | arm-linux-gnueabihf) ;;
 *)
 	echo "build-accelerator: target must be aarch64-linux-gnu or arm-linux-gnueabihf; got '$target'" >&2
 	exit 2
@@ -45,50 +50,60 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+fail() {
+	echo "build-accelerator: $*" >&2
+	exit 1
+}
 
-one_deb() { # the single package in $debs whose name matches $1
-	local found
-	# shellcheck disable=SC2206 # $1 is a glob on purpose
-	found=("$debs"/$1_*.deb)
-	[ -e "${found[0]}" ] || return 1
-	[ ${#found[@]} -eq 1 ] || {
-		echo "build-accelerator: more than one $1 in $debs" >&2
-		exit 1
+# The toolchain comes from .deb files (unpacked into a stage) or from the
+# packages installed on this machine (an OBS build root's Build-Depends).
+if [ "$installed" = yes ]; then
+	stage=""
+	find_pkg() { # the one installed package whose name matches the glob $1
+		dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "$1" 2>/dev/null |
+			awk '$1 == "ii" { print $2 }' | head -n 1
 	}
-	echo "${found[0]}"
-}
+	field() { dpkg-query -W -f "\${$2}" "$1"; }
+	where="installed on this machine"
+else
+	stage=$work/stage
+	find_pkg() {
+		local found
+		# shellcheck disable=SC2206 # $1 is a glob on purpose
+		found=("$debs"/$1_*.deb)
+		[ -e "${found[0]}" ] || return 0
+		[ ${#found[@]} -eq 1 ] || fail "more than one $1 in $debs"
+		echo "${found[0]}"
+	}
+	field() { dpkg-deb -f "$1" "$2"; }
+	where="in $debs"
+fi
 
-cpp_deb=$(one_deb "cpp-[0-9]*-$target") || {
-	echo "build-accelerator: no cpp-N-$target package in $debs" >&2
-	exit 1
-}
-binutils_deb=$(one_deb "binutils-$target") || {
-	echo "build-accelerator: no binutils-$target package in $debs" >&2
-	exit 1
-}
-cpp_name=$(dpkg-deb -f "$cpp_deb" Package)
-gccmajor=${cpp_name#cpp-}
+cpp_pkg=$(find_pkg "cpp-[0-9]*-$target")
+[ -n "$cpp_pkg" ] || fail "no cpp-N-$target package $where"
+gccmajor=$(field "$cpp_pkg" Package)
+gccmajor=${gccmajor#cpp-}
 gccmajor=${gccmajor%%-*}
-gcc_deb=$(one_deb "gcc-$gccmajor-$target") || {
-	echo "build-accelerator: no gcc-$gccmajor-$target package in $debs" >&2
-	exit 1
-}
-gxx_deb=$(one_deb "g++-$gccmajor-$target") || gxx_deb=""
+gcc_pkg=$(find_pkg "gcc-$gccmajor-$target")
+[ -n "$gcc_pkg" ] || fail "no gcc-$gccmajor-$target package $where"
+binutils_pkg=$(find_pkg "binutils-$target")
+[ -n "$binutils_pkg" ] || fail "no binutils-$target package $where"
+gxx_pkg=$(find_pkg "g++-$gccmajor-$target")
 
 # The native gcc version this cross compiler was built from: Debian's cross
 # packages say it in Built-Using ("gcc-12 (= 12.2.0-14)"); packages built from
 # the build root's own source carry the source version as their own.
-built_using=$(dpkg-deb -f "$cpp_deb" Built-Using)
-gcc_from=$(printf '%s\n' "$built_using" | tr ',' '\n' |
+gcc_from=$(field "$cpp_pkg" Built-Using | tr ',' '\n' |
 	sed -n "s/^ *gcc-$gccmajor (= \(.*\))$/\1/p")
-[ -n "$gcc_from" ] || gcc_from=$(dpkg-deb -f "$cpp_deb" Version)
-binutils_from=$(dpkg-deb -f "$binutils_deb" Version)
+[ -n "$gcc_from" ] || gcc_from=$(field "$cpp_pkg" Version)
+binutils_from=$(field "$binutils_pkg" Version)
 [ -n "$version" ] || version="$gcc_from+accel1"
 
-stage=$work/stage
-for deb in "$cpp_deb" "$gcc_deb" "$binutils_deb" ${gxx_deb:+"$gxx_deb"}; do
-	dpkg-deb -x "$deb" "$stage"
-done
+if [ -n "$stage" ]; then
+	for deb in "$cpp_pkg" "$gcc_pkg" "$binutils_pkg" ${gxx_pkg:+"$gxx_pkg"}; do
+		dpkg-deb -x "$deb" "$stage"
+	done
+fi
 
 prefix=/usr/lib/obs-farm-accel/$target
 root=$work/root
@@ -97,7 +112,7 @@ mkdir -p "$dest/bin" "$dest/lib" "$dest/wrap"
 
 libexec=$stage/usr/lib/gcc-cross/$target/$gccmajor
 install -m 0755 "$libexec/cc1" "$dest/bin/cc1"
-[ -z "$gxx_deb" ] || install -m 0755 "$libexec/cc1plus" "$dest/bin/cc1plus"
+[ -z "$gxx_pkg" ] || install -m 0755 "$libexec/cc1plus" "$dest/bin/cc1plus"
 install -m 0755 "$stage/usr/bin/$target-as" "$dest/bin/as"
 install -m 0755 "$stage/usr/bin/$target-ld.bfd" "$dest/bin/ld.bfd"
 # The gcc driver always hands the linker its LTO plugin; a host linker needs
@@ -161,12 +176,12 @@ mkdir -p "$root/DEBIAN"
 cat >"$root/DEBIAN/control" <<EOF
 Package: $pkg
 Version: $version
-Architecture: $debarch
+Architecture: all
 Maintainer: obs-farm <obs-farm@example.invalid>
 Depends: cpp-$gccmajor, binutils-$target
 Section: devel
 Priority: optional
-Description: host-native compiler proper and binutils for emulated $debarch builds
+Description: host-native compiler proper and binutils for emulated $target builds
  Built from gcc-$gccmajor $gcc_from and binutils $binutils_from for
  $(dpkg --print-architecture) hosts. Used in a build root only when they
  match the build root's own compiler; see $prefix/accel.conf.
@@ -175,5 +190,8 @@ printf '#!/bin/sh\nset -e\nexec %s/activate\n' "$prefix" >"$root/DEBIAN/postinst
 printf '#!/bin/sh\nset -e\nexec %s/activate --undo\n' "$prefix" >"$root/DEBIAN/prerm"
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm"
 mkdir -p "$out"
-dpkg-deb --root-owner-group -Zxz -b "$root" "$out/${pkg}_${version}_$debarch.deb" >/dev/null
-echo "$out/${pkg}_${version}_$debarch.deb"
+deb=$out/${pkg}_${version}_all.deb
+# dpkg-deb's default compression (xz) unless DPKG_DEB_COMPRESSOR_TYPE says
+# otherwise (the tests build uncompressed: faster, and never shipped).
+dpkg-deb --root-owner-group -b "$root" "$deb" >/dev/null
+echo "$deb"

@@ -151,7 +151,7 @@ def group_env(group: WorkerGroup) -> str:
             "INSTANCES": group.instances,
             "JOBS": group.jobs,
             "PORT_BASE": group.port_base,
-            "EXECUTION": "emulated" if group.emulated else "native",
+            "EXECUTION": group.execution,
             "CHECK": group.check,
             "NATIVEONLY_UNLESS_AARCH32": int(group.arm32_guard),
             "HOSTLABELS": " ".join(group.hostlabels),

@@ -114,7 +114,7 @@ def _pool_config(
                 "arch": g.arch,
                 "hostarch": g.scheduler_arch,
                 "instances": g.instances,
-                "execution": "emulated" if g.emulated else "native",
+                "execution": g.execution,
             }
             for g in pool.groups
         ],

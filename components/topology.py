@@ -43,6 +43,16 @@ class WorkerGroup:
     cache_size_mb: int
     # The worker machine's own architecture (uname -m).
     host_arch: str = "x86_64"
+    # Emulated, with the OBS project's accelerator (host-native compiler
+    # proper and binutils) expected in its build roots.
+    accelerated: bool = False
+
+    @property
+    def execution(self) -> str:
+        """native, emulated or emulated+accel (the topology output's words)."""
+        if not self.emulated:
+            return "native"
+        return "emulated+accel" if self.accelerated else "emulated"
 
     @property
     def scheduler_arch(self) -> str:
@@ -82,7 +92,8 @@ class WorkerGroup:
     def hostlabels(self) -> tuple[str, ...]:
         """Labels a project's _constraints can pin jobs with, e.g. keep
         packages whose test suites time out under qemu on native workers."""
-        return (f"obs-farm-{'emulated' if self.emulated else 'native'}", f"obs-farm-{self.arch}")
+        kinds = self.execution.split("+")
+        return (*(f"obs-farm-{k}" for k in kinds), f"obs-farm-{self.arch}")
 
     def worker_ids(self, hostname: str) -> list[str]:
         """The ids this group's instances register with on host `hostname`."""
@@ -121,7 +132,7 @@ class WorkerPool:
                 {
                     "arch": g.arch,
                     "schedulerArch": g.scheduler_arch,
-                    "execution": "emulated" if g.emulated else "native",
+                    "execution": g.execution,
                     "check": g.check,
                     "instancesPerVm": g.instances,
                     "jobsPerInstance": g.jobs,
@@ -152,6 +163,7 @@ def azure_worker_pool(settings: FarmSettings) -> WorkerPool:
             jobs=w.jobs_per_instance,
             emulated=arch != "x86_64",
             cache_size_mb=w.cache_size_mb,
+            accelerated=arch in w.accelerate,
         )
         for arch in azure_worker_archs(settings)
     )

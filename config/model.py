@@ -92,6 +92,10 @@ class AzureWorkerSettings(_Model):
     os_disk_size_gb: Annotated[int, Field(ge=30, le=4095)] = 128
     # OBS_CACHE_SIZE per architecture group, in MiB.
     cache_size_mb: Annotated[int, Field(ge=512)] = 8192
+    # Emulated architectures whose groups are labelled for accelerated builds
+    # (README, "Accelerated emulation"): the OBS project's accelerator package
+    # runs the host's compiler proper and binutils inside their build roots.
+    accelerate: tuple[Arch, ...] = ()
 
 
 class GravitonSettings(_Model):

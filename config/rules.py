@@ -286,8 +286,24 @@ def _images(settings: FarmSettings) -> Iterator[str]:
         )
 
 
+def _accelerate(settings: FarmSettings) -> Iterator[str]:
+    chosen = settings.azure_workers.accelerate
+    emulated = [a for a in azure_worker_archs(settings) if a != "x86_64"]
+    allowed = ", ".join(emulated) if emulated else "none in this configuration"
+    for arch in sorted(set(chosen), key=chosen.index):
+        if arch not in emulated:
+            yield (
+                f"{NS}:azureWorkers.accelerate lists {arch}, which the Azure pool does not "
+                f"build under emulation ({NS}:mode {settings.mode}, {NS}:architectures "
+                f"{list(settings.architectures)}); allowed: {allowed}"
+            )
+    if len(set(chosen)) != len(chosen):
+        yield f"{NS}:azureWorkers.accelerate lists an architecture twice: {list(chosen)}"
+
+
 def cross_field_errors(settings: FarmSettings) -> list[str]:
     problems: list[str] = list(_graviton(settings))
+    problems.extend(_accelerate(settings))
     problems.extend(_images(settings))
     problems.extend(_server_tls(settings))
     if settings.mode != "intel-only":

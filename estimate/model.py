@@ -50,6 +50,8 @@ def group_slowdown(pool: WorkerPool, group: WorkerGroup) -> float:
         base = GRAVITON_GENERATION[first.generation].factor
     else:
         base = NATIVE.factor
+    # emulated+accel keeps the emulated factor: the accelerator's whole-job
+    # ratio on real packages is not measured yet (estimate/slowdowns.py).
     return base * (EMULATED[group.arch].factor if group.emulated else 1.0)
 
 
@@ -138,7 +140,7 @@ def simulate(
                 GroupResult(
                     pool.name,
                     g.arch,
-                    "emulated" if g.emulated else "native",
+                    g.execution,
                     g.instances * pool.min_vms,
                     g.instances * pool.max_vms,
                     g.jobs,

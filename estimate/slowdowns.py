@@ -17,6 +17,12 @@ The model uses 4.2x for both ARM architectures: the measured whole-build
 ratio, inside the 4-5x the source design reports for the real archive. The
 zlib ratios (6.3-6.8x) show a compile-heavy package can be much worse.
 
+Accelerated groups (emulated+accel) use the emulated factors too. The
+accelerator's compiler speed-up is measured (tests/integration/test_accel.py:
+a C and a C++ file 8-10x faster than the emulated compiler), but its
+whole-job ratio on real Debian packages, where build-root setup and test
+suites stay emulated, is not measured yet, so the estimate claims no gain.
+
 Graviton factors are NOT measured here (no AWS account): they are this
 model's assumptions per generation, one Graviton vCPU (a physical core)
 against one Azure x86-64 vCPU (a hyperthread).

@@ -154,7 +154,7 @@ class GroupSpec:
 
     @property
     def hostlabels(self) -> set[str]:
-        return {f"obs-farm-{self.execution}", f"obs-farm-{self.arch}"}
+        return {*(f"obs-farm-{k}" for k in self.execution.split("+")), f"obs-farm-{self.arch}"}
 
     def id_pattern(self) -> re.Pattern[str]:
         return re.compile(rf"^(?P<host>.+):{re.escape(self.arch)}-(?P<n>\d+)$")

@@ -89,7 +89,7 @@ def topology_table(pools: list[WorkerPool]) -> list[str]:
                     pool.vm_size if first else "",
                     _range(pool.min_vms, pool.max_vms) if first else "",
                     g.arch,
-                    "emulated" if g.emulated else "native",
+                    g.execution,
                     str(g.instances),
                     str(g.jobs),
                     _range(g.instances * pool.min_vms, g.instances * pool.max_vms),

@@ -1096,6 +1096,15 @@ class ObsBackend:
         bases = {arch: debian_base.ensure_base(arch) for arch in archs}
         self.timings["debian_base"] = time.monotonic() - t0
         preinstall = sorted(set.intersection(*(set(b.preinstall()) for b in bases.values())))
+        # The repository directories exist, owned by the backend's user, before
+        # the project does: a scheduler that handles the project event while
+        # they are still root's dies on `:schedulerstate.dirty: Permission
+        # denied` (a CI run lost the x86_64 scheduler that way).
+        for arch in archs:
+            (self.bsdir / "build" / project / repo / arch / ":full").mkdir(
+                parents=True, exist_ok=True
+            )
+        _chown_dirs(self.bsdir / "build", self._cfg.bsuser, self._cfg.bsgroup)
         self.create_project(project, repo, [], archs, debian_prjconf(preinstall))
         t1 = time.monotonic()
         for arch, base in bases.items():
@@ -1104,6 +1113,27 @@ class ObsBackend:
             self._wait_full_scanned(project, repo, arch, rescan_timeout)
         self.timings["full_tree_scan"] = time.monotonic() - t1
         return bases
+
+    def add_to_full(
+        self,
+        project: str,
+        repo: str,
+        arch: str,
+        base: debian_base.BaseSet,
+        timeout: float = 180.0,
+    ) -> None:
+        """Add a further base set to an existing `:full` tree and wait until the
+        scheduler has read it again (it rewrites `:full.solv`)."""
+        solv = self.bsdir / "build" / project / repo / arch / ":full.solv"
+        before = solv.stat().st_mtime_ns if solv.exists() else 0
+        self._fill_full_tree(project, repo, arch, base)
+        wait_until(
+            lambda: solv.exists() and solv.stat().st_mtime_ns != before,
+            timeout,
+            f"scheduler {arch} to rescan {project}/{repo}",
+            1.0,
+            lambda: self._daemon_logs(),
+        )
 
     def _fill_full_tree(
         self, project: str, repo: str, arch: str, base: debian_base.BaseSet
@@ -1145,13 +1175,25 @@ class ObsBackend:
         name: str,
         srcdir: Path,
         extra_files: Mapping[str, str | bytes] | None = None,
+        build_archs: Sequence[str] | None = None,
     ) -> str:
         """Upload a dsc package built from `srcdir` with dpkg-source; return the new srcmd5.
 
         `extra_files` go next to the .dsc, e.g. `{"_constraints": ...}`.
+        `build_archs` limits the package to those scheduler architectures.
         All files land in one commit, so the scheduler sees one new revision.
         """
-        meta = f"<package name={quoteattr(name)} project={quoteattr(project)}><title/><description/></package>"
+        flags = (
+            "<build><disable/>"
+            + "".join(f"<enable arch={quoteattr(a)}/>" for a in build_archs)
+            + "</build>"
+            if build_archs is not None
+            else ""
+        )
+        meta = (
+            f"<package name={quoteattr(name)} project={quoteattr(project)}>"
+            f"<title/><description/>{flags}</package>"
+        )
         self.src("PUT", f"/source/{project}/{name}/_meta", data=meta.encode())
         files: dict[str, bytes] = {
             k: v.encode() if isinstance(v, str) else v for k, v in (extra_files or {}).items()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import pytest
 from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
+from tests.integration import debian_base
 from tests.integration import obs_backend as ob
 from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_registered
 from tools.offline import read_stack_config
@@ -175,3 +177,110 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
         seconds = timings[f"build {arch} (job on worker)"]
         ratio = "" if arch == "x86_64" else f" ({seconds / native:.1f}x native)"
         record(f"hello-obs build {arch}, 3 at once on 2 cores", f"{seconds:.0f} s{ratio}")
+
+
+# --------------------------------------------------------------------------- accelerated
+
+ACCEL_SRC = REPO / "accel"
+ACCEL_PROJECT = "lab:accel"
+ACCEL_ARCHS = ("aarch64", "armv7l")
+TRIPLET = {"aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf"}
+
+
+def build_depends(control: Path) -> list[str]:
+    """Package names in a debian/control's Build-Depends (no alternatives used)."""
+    text = control.read_text()
+    field = text.split("Build-Depends:", 1)[1].split("\n\n", 1)[0]
+    field = "".join(line for line in field.splitlines(keepends=False) if line[:1] in ("", " "))
+    return sorted({dep.split()[0] for dep in field.replace("\n", " ").split(",") if dep.strip()})
+
+
+def deb_manifest(deb: Path) -> tuple[list[str], dict[str, str]]:
+    """A .deb's paths with their modes, and the control fields that state its
+    relationships and identity."""
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    files = sorted(f"{line.split()[0]} {line.split()[5]}" for line in listing.splitlines())
+    fields = ("Package", "Version", "Architecture", "Depends", "Pre-Depends", "Provides")
+    control = {
+        f: subprocess.run(
+            ["dpkg-deb", "-f", str(deb), f], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for f in fields
+    }
+    return files, control
+
+
+def test_accelerated_builds_match_the_emulated_ones(settings, backend, workdir):
+    """The accelerator the way a farm's users get it: the obs-farm-accel source
+    package built by OBS on x86_64 from Debian 12's cross toolchains, handed
+    to the ARM architectures by the project's ExportFilter and installed in
+    their build roots by Support (accel/prjconf). hello-obs then builds for
+    aarch64 and armv7l with the accelerator, runs (emulated) at build time,
+    and gives the same files and relationships as the emulated builds of
+    test_hello_obs_builds_on_our_worker_groups."""
+    extra = debian_base.ensure_base(
+        "x86_64",
+        debian_base.BUILD_PACKAGES
+        + debian_base.EXTRA_PACKAGES
+        + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
+        cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
+    )
+    backend.add_to_full("Debian:12", "main", "x86_64", extra)
+    prjconf = (ACCEL_SRC / "prjconf").read_text()
+    backend.create_project(
+        ACCEL_PROJECT, "Debian_12", [("Debian:12", "main")], list(ARCHS), prjconf
+    )
+    workers = FarmWorkers(settings, workdir / "farm-accel", backend.reposerver)
+    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    want = {wid for g in workers.pool.groups for wid in g.worker_ids(host)}
+    try:
+        workers.start()
+        wait_registered(backend, want, REGISTER_TIMEOUT_S)
+        since = time.time()
+        backend.create_package(ACCEL_PROJECT, "obs-farm-accel", ACCEL_SRC, build_archs=["x86_64"])
+        backend.create_package(
+            ACCEL_PROJECT,
+            "hello-obs",
+            HELLO_OBS,
+            extra_files={"_constraints": pin_constraints()},
+            build_archs=list(ACCEL_ARCHS),
+        )
+        accel = backend.wait_build(
+            ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel", BUILD_TIMEOUT_S, since
+        )
+        if accel.status != "succeeded":
+            print(backend.build_log(ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel")[-4000:])
+        assert accel.status == "succeeded", accel.details
+        results = backend.wait_builds(
+            ACCEL_PROJECT, "Debian_12", "hello-obs", list(ACCEL_ARCHS), BUILD_TIMEOUT_S, since
+        )
+    finally:
+        workers.stop()
+    record("obs-farm-accel build x86_64 (job on worker)", f"{accel.job_seconds or 0:.0f} s")
+    for arch, result in results.items():
+        log = backend.build_log(ACCEL_PROJECT, "Debian_12", arch, "hello-obs")
+        assert result.status == "succeeded", (result.details, log[-4000:])
+        lines = [line for line in log.splitlines() if "obs-farm-accel:" in line]
+        # cc1plus only where the build root has g++.
+        want = re.compile(
+            rf"obs-farm-accel: accelerating {re.escape(TRIPLET[arch])} \(revision skew "
+            r"allowed\): cc1( cc1plus)? as ld\.bfd; gcc-12 12\.2\.0-14\+deb12u1 and "
+            r"binutils 2\.40-2 in the build root; accelerator built from gcc-12 12\.2\.0-14 "
+            r"and binutils 2\.40-2$"
+        )
+        assert len(lines) == 1 and want.search(lines[0]), lines or log[-4000:]
+        record(
+            f"hello-obs build {arch} accelerated (job on worker)",
+            f"{result.job_seconds or 0:.0f} s",
+        )
+        fast = backend.fetch_binaries(
+            ACCEL_PROJECT, "Debian_12", arch, "hello-obs", workdir / "accel" / arch, "*.deb"
+        )
+        slow = backend.fetch_binaries(
+            "lab", "Debian_12", arch, "hello-obs", workdir / "emulated" / arch, "*.deb"
+        )
+        assert len(fast) == len(slow) == 1, (fast, slow)
+        assert deb_manifest(fast[0]) == deb_manifest(slow[0])
+        assert ob.deb_elf_machines(fast[0]) == {"./usr/bin/hello-obs": ob.ELF_MACHINES[arch]}

@@ -22,9 +22,15 @@ AWS = AwsTarget(
 )
 
 
-@pytest.mark.parametrize("stack", EXAMPLES)
-def test_the_scaler_reads_what_the_program_renders(stack):
-    settings = load_settings(read_stack_config(stack))
+@pytest.mark.parametrize(
+    "stack, accelerate", [(s, []) for s in EXAMPLES] + [("dev", ["armv7hl", "aarch64"])]
+)
+def test_the_scaler_reads_what_the_program_renders(stack, accelerate):
+    raw = read_stack_config(stack)
+    if accelerate:
+        workers = json.loads(raw.get("obs-farm:azureWorkers", "{}"))
+        raw["obs-farm:azureWorkers"] = json.dumps({**workers, "accelerate": accelerate})
+    settings = load_settings(raw)
     pools = worker_pools(settings)
     parsed = parse(json.loads(render_scaler_config(settings.scaler, pools, AZURE, AWS)))
     assert parsed.poll_seconds == settings.scaler.poll_seconds
@@ -32,8 +38,8 @@ def test_the_scaler_reads_what_the_program_renders(stack):
         (p.name, p.cloud, p.min_vms, p.max_vms) for p in pools
     ]
     for got, want in zip(parsed.pools, pools, strict=True):
-        assert [(g.arch, g.hostarch, g.instances) for g in got.groups] == [
-            (g.arch, g.scheduler_arch, g.instances) for g in want.groups
+        assert [(g.arch, g.hostarch, g.instances, g.execution) for g in got.groups] == [
+            (g.arch, g.scheduler_arch, g.instances, g.execution) for g in want.groups
         ]
         assert (got.azure is None) == (want.cloud != "azure")
         assert (got.aws is None) == (want.cloud != "aws")
