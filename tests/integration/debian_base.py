@@ -319,7 +319,7 @@ class _PrivateApt:
         """Candidate packages with Priority required or Essential: yes (minbase)."""
         names = []
         for stanza in self._run("apt-cache", "dumpavail").split("\n\n"):
-            fields = _parse_control(stanza)
+            fields = parse_control(stanza)
             if fields.get("Priority") == "required" or fields.get("Essential") == "yes":
                 names.append(fields["Package"])
         if not names:
@@ -351,7 +351,7 @@ def _scan_debs(directory: Path) -> list[DebPackage]:
             text=True,
             check=True,
         ).stdout
-        f = _parse_control(out)
+        f = parse_control(out)
         debs.append(
             DebPackage(
                 name=f["Package"],
@@ -394,7 +394,7 @@ def _load_manifest(arch: str, directory: Path) -> BaseSet:
 # -- control-field helpers --------------------------------------------------
 
 
-def _parse_control(text: str) -> dict[str, str]:
+def parse_control(text: str) -> dict[str, str]:
     """Parse one deb822 stanza (continuation lines folded into the value)."""
     fields: dict[str, str] = {}
     key = None

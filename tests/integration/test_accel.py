@@ -107,9 +107,7 @@ def unpacked_root(debs: list[Path], root: Path) -> None:
     for deb in debs:
         run(["dpkg-deb", "-x", str(deb), str(root)]).check_returncode()
         control = run(["dpkg-deb", "-f", str(deb)]).stdout.rstrip("\n")
-        fields = dict(
-            line.split(": ", 1) for line in control.splitlines() if not line.startswith(" ")
-        )
+        fields = debian_base.parse_control(control)
         status.append(
             control.replace(
                 f"Package: {fields['Package']}",

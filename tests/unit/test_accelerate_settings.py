@@ -46,8 +46,8 @@ def test_accelerated_groups_are_marked_and_labelled():
     assert out == {"x86_64": "native", "armv7hl": "emulated", "aarch64": "emulated+accel"}
     # What the worker machine starts its group with.
     env = cloudinit.group_env(by_arch["aarch64"])
-    assert 'EXECUTION="emulated+accel"' in env or "EXECUTION=emulated+accel" in env
-    assert "obs-farm-accel" in env
+    assert 'EXECUTION="emulated+accel"\n' in env
+    assert 'HOSTLABELS="obs-farm-emulated obs-farm-accel obs-farm-aarch64"\n' in env
 
 
 def test_check_expects_the_labels_the_workers_register():
