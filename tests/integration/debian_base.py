@@ -189,6 +189,46 @@ def ensure_exact(
     return sorted(target.glob("*.deb"))
 
 
+def ensure_source(name: str, version: str, cache_root: Path = DEFAULT_CACHE_ROOT) -> list[Path]:
+    """A real Debian source package (its .dsc and the files it names), as
+    `apt-get source --download-only NAME=VERSION` fetches it with private apt
+    state: apt checks every file against the signed Sources index. Cached
+    like ensure_base; the host's sources are read, with `Types: deb-src`."""
+    sources = re.sub(r"^Types:.*$", "Types: deb-src", host_sources_text(), flags=re.M)
+    key = cache_key("source", [f"{name}={version}"], sources)
+    target = cache_root / "sources" / name / key
+    if not (target / "complete").is_file():
+        root = _mkdir(cache_root / "apt" / "source")
+        listing = root / "debian-src.sources"
+        listing.write_text(sources)
+        apt = _PrivateApt(root, "amd64", sources=listing)
+        apt.update()
+
+        def fill(staging: Path) -> None:
+            apt.run("apt-get", "source", "--download-only", "-q", f"{name}={version}", cwd=staging)
+            (staging / "complete").write_text(f"{name}={version}\n")
+
+        _publish(target, fill)
+    return sorted(p for p in target.iterdir() if p.name != "complete")
+
+
+def source_build_depends(dsc: Path) -> list[str]:
+    """Binary package names a .dsc's build needs as obs-build reads it: every
+    Build-Depends field (Indep too: obs-build 20210120 installs it), no
+    build profile counted out, the first of each set of alternatives.
+    Virtual names (debhelper-compat) are left for apt to resolve."""
+    fields = parse_control(dsc.read_text())
+    relations = ", ".join(
+        fields.get(f, "") for f in ("Build-Depends", "Build-Depends-Arch", "Build-Depends-Indep")
+    )
+    names = set()
+    for group in relations.split(","):
+        first = group.split("|")[0].strip()
+        if first:
+            names.add(re.split(r"[\s(\[<:]", first, maxsplit=1)[0])
+    return sorted(names)
+
+
 def _publish(target: Path, fill: Callable[[Path], None]) -> None:
     """Fill a staging directory beside `target`, then rename it into place, so
     an interrupted download never looks complete; older keys are pruned."""
@@ -275,7 +315,7 @@ class _PrivateApt:
         }
         return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
 
-    def _run(
+    def run(
         self, tool: str, *args: str, archives: Path | None = None, cwd: Path | None = None
     ) -> str:
         cmd = [tool, *self._options(archives), *args]
@@ -299,7 +339,7 @@ class _PrivateApt:
         """
         for attempt in range(1, attempts + 1):
             try:
-                self._run("apt-get", "update", "-q", "-o", "Acquire::Retries=3")
+                self.run("apt-get", "update", "-q", "-o", "Acquire::Retries=3")
                 return
             except DebianBaseError as err:
                 if attempt < attempts:
@@ -318,7 +358,7 @@ class _PrivateApt:
     def required_and_essential(self) -> list[str]:
         """Candidate packages with Priority required or Essential: yes (minbase)."""
         names = []
-        for stanza in self._run("apt-cache", "dumpavail").split("\n\n"):
+        for stanza in self.run("apt-cache", "dumpavail").split("\n\n"):
             fields = parse_control(stanza)
             if fields.get("Priority") == "required" or fields.get("Essential") == "yes":
                 names.append(fields["Package"])
@@ -328,12 +368,12 @@ class _PrivateApt:
 
     def fetch(self, packages: Sequence[str], dest: Path) -> None:
         """Download exactly these packages' candidate .debs into `dest`."""
-        self._run("apt-get", "download", *packages, cwd=dest)
+        self.run("apt-get", "download", *packages, cwd=dest)
 
     def download(self, packages: Sequence[str], dest: Path) -> None:
         """Resolve the closure as if installing into an empty root; keep .debs."""
         _mkdir(dest / "partial")
-        self._run("apt-get", "install", "-y", "-q", "--download-only", *packages, archives=dest)
+        self.run("apt-get", "install", "-y", "-q", "--download-only", *packages, archives=dest)
         (dest / "partial").rmdir()
         (dest / "lock").unlink(missing_ok=True)
 

@@ -596,19 +596,27 @@ def elf_machine(header: bytes) -> int | None:
     return int.from_bytes(header[18:20], order)
 
 
-def deb_elf_machines(deb: Path) -> dict[str, int]:
-    """Map each ELF member of a .deb's data archive to its e_machine."""
+def deb_files(deb: Path) -> dict[str, bytes]:
+    """The regular files of a .deb's data archive, by path."""
     tar_bytes = subprocess.run(
         ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True
     ).stdout
-    found = {}
+    files = {}
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         for member in tar:
-            if member.isfile():
-                handle = tar.extractfile(member)
-                machine = elf_machine(handle.read(64)) if handle else None
-                if machine is not None:
-                    found[member.name] = machine
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                files[member.name] = handle.read()
+    return files
+
+
+def deb_elf_machines(deb: Path) -> dict[str, int]:
+    """Map each ELF member of a .deb's data archive to its e_machine."""
+    found = {}
+    for name, data in deb_files(deb).items():
+        machine = elf_machine(data[:64])
+        if machine is not None:
+            found[name] = machine
     return found
 
 
@@ -1173,11 +1181,12 @@ class ObsBackend:
         self,
         project: str,
         name: str,
-        srcdir: Path,
+        srcdir: Path | Sequence[Path],
         extra_files: Mapping[str, str | bytes] | None = None,
         build_archs: Sequence[str] | None = None,
     ) -> str:
-        """Upload a dsc package built from `srcdir` with dpkg-source; return the new srcmd5.
+        """Upload a dsc package built from `srcdir` with dpkg-source, or given
+        as its files (a .dsc and what it names); return the new srcmd5.
 
         `extra_files` go next to the .dsc, e.g. `{"_constraints": ...}`.
         `build_archs` limits the package to those scheduler architectures.
@@ -1198,8 +1207,11 @@ class ObsBackend:
         files: dict[str, bytes] = {
             k: v.encode() if isinstance(v, str) else v for k, v in (extra_files or {}).items()
         }
-        with tempfile.TemporaryDirectory(prefix="obs-dsc-") as tmp:
-            files.update({p.name: p.read_bytes() for p in build_dsc(srcdir, Path(tmp))})
+        if isinstance(srcdir, Path):
+            with tempfile.TemporaryDirectory(prefix="obs-dsc-") as tmp:
+                files.update({p.name: p.read_bytes() for p in build_dsc(srcdir, Path(tmp))})
+        else:
+            files.update({p.name: p.read_bytes() for p in srcdir})
         for filename, content in files.items():
             self.src("PUT", f"/source/{project}/{name}/{filename}", {"rev": "upload"}, content)
         answer = self.src(

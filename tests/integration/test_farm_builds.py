@@ -9,9 +9,13 @@ cloud-init/obs-farm-worker.sh (binfmt F-flag check, worker code fetched from
 the repserver, bs_worker with --arch, ports and host labels), on this host:
 building inside the software-emulated VM would take far longer than the
 tier's budget, so the VM test (test_worker_vm.py) proves registration and
-these prove the builds. hello-obs is built for x86_64 natively and for
-aarch64 and armv7l under qemu-user; the .debs must hold ELF files of the
-right machine.
+these prove the builds. A real Debian package, libogg 1.3.5-3 from
+bookworm (C, autotools, debhelper; `make check` runs its two self-test
+programs at build time), is built for x86_64 natively and for aarch64 and
+armv7l under qemu-user; the .debs must hold ELF files of the right machine.
+It was chosen as the smallest real package with a test suite whose build
+needs nothing beyond build-essential and debhelper (the heavier ones are
+bench/packages' subject).
 """
 
 from __future__ import annotations
@@ -19,28 +23,49 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import struct
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
+from estimate.workload import load_workload
 from tests.integration import debian_base
 from tests.integration import obs_backend as ob
 from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_registered
+from tools import jobhistory
 from tools.offline import read_stack_config
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-HELLO_OBS = REPO / "tests" / "data" / "hello-obs"
+#: The real package (name, bookworm version) the tier builds and accelerates.
+REAL_PACKAGE = ("libogg", "1.3.5-3")
+#: Its shared library (multiarch path) and the last line each of its two
+#: self-tests prints when it passes (`make check` stops the build otherwise).
+REAL_LIBRARY = "./usr/lib/{triplet}/libogg.so.0.8.5"
+REAL_TESTS_PASSED = (
+    "Testing unaligned writecopies (MSb): ok.",
+    "Testing loss of pages (rollback required)... ok.",
+)
+TRIPLETS = {
+    "x86_64": "x86_64-linux-gnu",
+    "aarch64": "aarch64-linux-gnu",
+    "armv7l": "arm-linux-gnueabihf",
+}
 SCRIPTS = REPO / "cloud-init"
 ARCHS = ("x86_64", "aarch64", "armv7l")
 GROUP_OF = {"x86_64": "x86_64", "aarch64": "aarch64", "armv7l": "armv7hl"}
+ACCEL_SRC = REPO / "accel"
+ACCEL_PROJECT = "lab:accel"
+ACCEL_ARCHS = ("aarch64", "armv7l")
 BUILD_TIMEOUT_S = 1500
 REGISTER_TIMEOUT_S = 120
 
@@ -57,12 +82,55 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def backend(settings, workdir) -> Iterator[ob.ObsBackend]:
+def real_source() -> list[Path]:
+    return debian_base.ensure_source(*REAL_PACKAGE)
+
+
+@pytest.fixture(scope="module")
+def backend(settings, workdir, real_source) -> Iterator[ob.ObsBackend]:
     require_host()
+    (dsc,) = [p for p in real_source if p.suffix == ".dsc"]
+    needs = debian_base.source_build_depends(dsc)
     with farm_backend(settings, workdir) as obs:
         obs.setup_debian_project(list(ARCHS))
+        for arch in ARCHS:
+            extra = debian_base.ensure_base(
+                arch,
+                debian_base.BUILD_PACKAGES + debian_base.EXTRA_PACKAGES + tuple(needs),
+                cache_root=debian_base.TEST_CACHE / "obs-lab-real",
+            )
+            obs.add_to_full("Debian:12", "main", arch, extra)
         obs.create_project("lab", "Debian_12", [("Debian:12", "main")], list(ARCHS))
         yield obs
+
+
+def build_depends(control: Path) -> list[str]:
+    """Package names in a debian/control's Build-Depends (no alternatives used)."""
+    source = debian_base.parse_control(control.read_text().split("\n\n", 1)[0])
+    return sorted({dep.split()[0] for dep in source["Build-Depends"].split(",") if dep.strip()})
+
+
+@pytest.fixture(scope="module")
+def accel_uploaded(backend) -> float:
+    """The accelerator's project (accel/prjconf) with obs-farm-accel uploaded;
+    the time of the upload. Done before the first test's workers start: the
+    x86_64 worker builds it while the emulated builds run, on a core they
+    would leave idle, instead of alone before the accelerated builds."""
+    extra = debian_base.ensure_base(
+        "x86_64",
+        debian_base.BUILD_PACKAGES
+        + debian_base.EXTRA_PACKAGES
+        + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
+        cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
+    )
+    backend.add_to_full("Debian:12", "main", "x86_64", extra)
+    prjconf = (ACCEL_SRC / "prjconf").read_text()
+    backend.create_project(
+        ACCEL_PROJECT, "Debian_12", [("Debian:12", "main")], list(ARCHS), prjconf
+    )
+    since = time.time()
+    backend.create_package(ACCEL_PROJECT, "obs-farm-accel", ACCEL_SRC, build_archs=["x86_64"])
+    return since
 
 
 class FarmWorkers:
@@ -129,7 +197,29 @@ def pin_constraints() -> str:
     return f"<constraints>{overwrites}</constraints>\n"
 
 
-def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
+def real_debs(project: str, arch: str, dest: Path, backend: ob.ObsBackend) -> dict[str, Path]:
+    """The built .debs of the real package by binary package name."""
+    name = REAL_PACKAGE[0]
+    debs = backend.fetch_binaries(project, "Debian_12", arch, name, dest, "*.deb")
+    return {deb.name.split("_", 1)[0]: deb for deb in debs}
+
+
+def assert_real_build(backend: ob.ObsBackend, project: str, arch: str, debs: dict[str, Path]):
+    """The library is of the target machine and the self-tests ran and passed."""
+    name = REAL_PACKAGE[0]
+    assert set(debs) == {"libogg0", "libogg-dev", "libogg0-dbgsym"}, sorted(debs)
+    machines = ob.deb_elf_machines(debs["libogg0"])
+    library = REAL_LIBRARY.format(triplet=TRIPLETS[arch])
+    assert machines == {library: ob.ELF_MACHINES[arch]}, machines
+    log = backend.build_log(project, "Debian_12", arch, name)
+    for line in REAL_TESTS_PASSED:
+        assert line in log, (arch, line, log[-3000:])
+
+
+def test_real_package_builds_on_our_worker_groups(
+    settings, backend, workdir, real_source, accel_uploaded
+):
+    name = REAL_PACKAGE[0]
     timings: dict[str, float] = {}
     workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
     host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
@@ -148,15 +238,15 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
 
         since = time.time()
         backend.create_package(
-            "lab", "hello-obs", HELLO_OBS, extra_files={"_constraints": pin_constraints()}
+            "lab", name, real_source, extra_files={"_constraints": pin_constraints()}
         )
         results = backend.wait_builds(
-            "lab", "Debian_12", "hello-obs", list(ARCHS), BUILD_TIMEOUT_S, since=since
+            "lab", "Debian_12", name, list(ARCHS), BUILD_TIMEOUT_S, since=since
         )
         for arch, result in results.items():
             timings[f"build {arch} (job on worker)"] = result.job_seconds or result.wall_seconds
             if result.status != "succeeded":
-                print(backend.build_log("lab", "Debian_12", arch, "hello-obs")[-4000:])
+                print(backend.build_log("lab", "Debian_12", arch, name)[-4000:])
         assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded"), {
             a: r.details for a, r in results.items()
         }
@@ -164,11 +254,9 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
         assert built_by == {a: f"{host}:{GROUP_OF[a]}-1" for a in ARCHS}
 
         for arch in ARCHS:
-            debs = backend.fetch_binaries(
-                "lab", "Debian_12", arch, "hello-obs", workdir / "out" / arch, "*.deb"
+            assert_real_build(
+                backend, "lab", arch, real_debs("lab", arch, workdir / "out" / arch, backend)
             )
-            assert len(debs) == 1, debs
-            assert ob.deb_elf_machines(debs[0]) == {"./usr/bin/hello-obs": ob.ELF_MACHINES[arch]}
     finally:
         workers.stop()
     native = timings["build x86_64 (job on worker)"]
@@ -176,30 +264,68 @@ def test_hello_obs_builds_on_our_worker_groups(settings, backend, workdir):
     for arch in ARCHS:
         seconds = timings[f"build {arch} (job on worker)"]
         ratio = "" if arch == "x86_64" else f" ({seconds / native:.1f}x native)"
-        record(f"hello-obs build {arch}, 3 at once on 2 cores", f"{seconds:.0f} s{ratio}")
+        record(
+            f"{name} build {arch}, beside the others and obs-farm-accel", f"{seconds:.0f} s{ratio}"
+        )
+
+
+def test_jobhistory_of_the_real_backend_imports(backend, workdir):
+    """The `_jobhistory` importer (tools/jobhistory.py) on what this backend
+    answers for the x86_64 build of the test above (it needs that build: run
+    the module, not this test alone). The workload it writes must load and
+    carry the job's own duration. Set OBS_FARM_RECORD_JOBHISTORY=FILE to keep
+    the answer (the unit tier's tests/data/jobhistory/ fixture was recorded
+    so, from two builds of hello-obs)."""
+    name = REAL_PACKAGE[0]
+    xml = backend.rep("GET", "/build/lab/Debian_12/x86_64/_jobhistory", {"limit": "1000"})
+    if os.environ.get("OBS_FARM_RECORD_JOBHISTORY"):
+        Path(os.environ["OBS_FARM_RECORD_JOBHISTORY"]).write_bytes(xml)
+    raw = [dict(e.attrib) for e in ET.fromstring(xml).findall("jobhist")]
+    ours = [j for j in raw if j.get("package") == name and j.get("code") == "succeeded"]
+    assert len(ours) == 1, f"expected the x86_64 build of {name} from the test above: {raw}"
+    job = ours[0]
+
+    history = workdir / "history.xml"
+    history.write_bytes(xml)
+    out = workdir / "lab.yaml"
+    code = jobhistory.main(["--name", "lab", "--out", str(out), f"Debian_12/x86_64={history}"])
+    assert code == 0
+    workload = load_workload(str(out))
+    assert [(j.repository, j.arch, j.package) for j in workload.jobs] == [
+        ("Debian_12", "x86_64", name)
+    ]
+    want = (int(job["endtime"]) - int(job["starttime"])) / 60
+    assert workload.jobs[0].minutes == pytest.approx(want, abs=0.001)
+    assert 0 < workload.jobs[0].minutes < BUILD_TIMEOUT_S / 60
+    assert yaml.safe_load(out.read_text())["repositories"] == [
+        {"name": "Debian_12", "architectures": ["x86_64"], "packages": 1}
+    ]
 
 
 # --------------------------------------------------------------------------- accelerated
 
-ACCEL_SRC = REPO / "accel"
-ACCEL_PROJECT = "lab:accel"
-ACCEL_ARCHS = ("aarch64", "armv7l")
-TRIPLET = {"aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf"}
 
-
-def build_depends(control: Path) -> list[str]:
-    """Package names in a debian/control's Build-Depends (no alternatives used)."""
-    source = debian_base.parse_control(control.read_text().split("\n\n", 1)[0])
-    return sorted({dep.split()[0] for dep in source["Build-Depends"].split(",") if dep.strip()})
+BUILD_ID_PATH = re.compile(r"(/usr/lib/debug/\.build-id/)[0-9a-f]{2}/([0-9a-f]{38}\.debug)?$")
+#: What an accelerated build may change in the shipped library, and why: the
+#: cross compiler's .comment names its own Debian revision (12.2.0-14, the
+#: native one 12.2.0-14+deb12u1); dh_strip moves .comment to the detached
+#: debug file, but the build-id was computed over the file with it, and
+#: .gnu_debuglink carries the CRC of that debug file. Every other section
+#: must be byte for byte the same.
+ELF_MAY_DIFFER = {".note.gnu.build-id", ".gnu_debuglink"}
 
 
 def deb_manifest(deb: Path) -> tuple[list[str], dict[str, str]]:
     """A .deb's paths with their modes, and the control fields that state its
-    relationships and identity."""
+    relationships and identity. Detached debug files are named by build-id,
+    so their names are replaced by a placeholder."""
     listing = subprocess.run(
         ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
     ).stdout
-    files = sorted(f"{line.split()[0]} {line.split()[5]}" for line in listing.splitlines())
+    files = sorted(
+        f"{line.split()[0]} {BUILD_ID_PATH.sub(lambda m: m[1] + 'XX/' + ('ID.debug' if m[2] else ''), line.split()[5])}"
+        for line in listing.splitlines()
+    )
     control = debian_base.parse_control(
         subprocess.run(
             ["dpkg-deb", "-f", str(deb)], capture_output=True, text=True, check=True
@@ -209,38 +335,58 @@ def deb_manifest(deb: Path) -> tuple[list[str], dict[str, str]]:
     return files, {f: control.get(f, "") for f in fields}
 
 
-def test_accelerated_builds_match_the_emulated_ones(settings, backend, workdir):
+def elf_sections(data: bytes) -> dict[str, bytes]:
+    """Section name -> contents of a little-endian ELF file (32 or 64 bit)."""
+    assert data[:4] == b"\x7fELF" and data[5] == 1, "not a little-endian ELF file"
+    wide = data[4] == 2
+    shoff, shentsize, shnum, shstrndx = (
+        struct.unpack_from("<Q", data, 0x28)[0]
+        if wide
+        else struct.unpack_from("<I", data, 0x20)[0],
+        *struct.unpack_from("<HHH", data, 0x3A if wide else 0x2E),
+    )
+    headers = []
+    for i in range(shnum):
+        at = shoff + i * shentsize
+        if wide:
+            name, kind, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, at)
+        else:
+            name, kind, _, _, offset, size = struct.unpack_from("<IIIIII", data, at)
+        headers.append((name, kind, offset, size))
+    strtab = headers[shstrndx]
+    names = data[strtab[2] : strtab[2] + strtab[3]]
+    out = {}
+    for name, kind, offset, size in headers[1:]:
+        label = names[name : names.index(b"\0", name)].decode()
+        out[label] = b"" if kind == 8 else data[offset : offset + size]  # 8: SHT_NOBITS
+    return out
+
+
+def test_accelerated_builds_match_the_emulated_ones(
+    settings, backend, workdir, real_source, accel_uploaded
+):
     """The accelerator the way a farm's users get it: the obs-farm-accel source
     package built by OBS on x86_64 from Debian 12's cross toolchains, handed
     to the ARM architectures by the project's ExportFilter and installed in
-    their build roots by Support (accel/prjconf). hello-obs then builds for
-    aarch64 and armv7l with the accelerator, runs (emulated) at build time,
-    and gives the same files and relationships as the emulated builds of
-    test_hello_obs_builds_on_our_worker_groups."""
-    extra = debian_base.ensure_base(
-        "x86_64",
-        debian_base.BUILD_PACKAGES
-        + debian_base.EXTRA_PACKAGES
-        + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
-        cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
-    )
-    backend.add_to_full("Debian:12", "main", "x86_64", extra)
-    prjconf = (ACCEL_SRC / "prjconf").read_text()
-    backend.create_project(
-        ACCEL_PROJECT, "Debian_12", [("Debian:12", "main")], list(ARCHS), prjconf
-    )
+    their build roots by Support (accel/prjconf). The real package then
+    builds for aarch64 and armv7l with the accelerator, its self-tests run
+    (emulated) and pass, and it gives the same files and relationships as the
+    emulated builds of test_real_package_builds_on_our_worker_groups, and a
+    library whose sections are those of the emulated build's except the ones
+    ELF_MAY_DIFFER names. (obs-farm-accel was uploaded by the accel_uploaded
+    fixture, before the first test's builds, so that it builds beside them.)"""
+    name = REAL_PACKAGE[0]
     workers = FarmWorkers(settings, workdir / "farm-accel", backend.reposerver)
     host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
     want = {wid for g in workers.pool.groups for wid in g.worker_ids(host)}
     try:
         workers.start()
         wait_registered(backend, want, REGISTER_TIMEOUT_S)
-        since = time.time()
-        backend.create_package(ACCEL_PROJECT, "obs-farm-accel", ACCEL_SRC, build_archs=["x86_64"])
+        since = accel_uploaded
         backend.create_package(
             ACCEL_PROJECT,
-            "hello-obs",
-            HELLO_OBS,
+            name,
+            real_source,
             extra_files={"_constraints": pin_constraints()},
             build_archs=list(ACCEL_ARCHS),
         )
@@ -251,33 +397,44 @@ def test_accelerated_builds_match_the_emulated_ones(settings, backend, workdir):
             print(backend.build_log(ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel")[-4000:])
         assert accel.status == "succeeded", accel.details
         results = backend.wait_builds(
-            ACCEL_PROJECT, "Debian_12", "hello-obs", list(ACCEL_ARCHS), BUILD_TIMEOUT_S, since
+            ACCEL_PROJECT, "Debian_12", name, list(ACCEL_ARCHS), BUILD_TIMEOUT_S, since
         )
     finally:
         workers.stop()
     record("obs-farm-accel build x86_64 (job on worker)", f"{accel.job_seconds or 0:.0f} s")
     for arch, result in results.items():
-        log = backend.build_log(ACCEL_PROJECT, "Debian_12", arch, "hello-obs")
+        log = backend.build_log(ACCEL_PROJECT, "Debian_12", arch, name)
         assert result.status == "succeeded", (result.details, log[-4000:])
         lines = [line for line in log.splitlines() if "obs-farm-accel:" in line]
         # cc1plus only where the build root has g++.
-        want = re.compile(
-            rf"obs-farm-accel: accelerating {re.escape(TRIPLET[arch])} \(revision skew "
+        accelerating = re.compile(
+            rf"obs-farm-accel: accelerating {re.escape(TRIPLETS[arch])} \(revision skew "
             r"allowed\): cc1( cc1plus)? as ld\.bfd; gcc-12 12\.2\.0-14\+deb12u1 and "
             r"binutils 2\.40-2 in the build root; accelerator built from gcc-12 12\.2\.0-14 "
             r"and binutils 2\.40-2$"
         )
-        assert len(lines) == 1 and want.search(lines[0]), lines or log[-4000:]
+        assert len(lines) == 1 and accelerating.search(lines[0]), lines or log[-4000:]
         record(
-            f"hello-obs build {arch} accelerated (job on worker)",
-            f"{result.job_seconds or 0:.0f} s",
+            f"{name} build {arch} accelerated (job on worker)", f"{result.job_seconds or 0:.0f} s"
         )
-        fast = backend.fetch_binaries(
-            ACCEL_PROJECT, "Debian_12", arch, "hello-obs", workdir / "accel" / arch, "*.deb"
-        )
-        slow = backend.fetch_binaries(
-            "lab", "Debian_12", arch, "hello-obs", workdir / "emulated" / arch, "*.deb"
-        )
-        assert len(fast) == len(slow) == 1, (fast, slow)
-        assert deb_manifest(fast[0]) == deb_manifest(slow[0])
-        assert ob.deb_elf_machines(fast[0]) == {"./usr/bin/hello-obs": ob.ELF_MACHINES[arch]}
+        fast = real_debs(ACCEL_PROJECT, arch, workdir / "accel" / arch, backend)
+        slow = real_debs("lab", arch, workdir / "emulated" / arch, backend)
+        assert_real_build(backend, ACCEL_PROJECT, arch, fast)
+        assert set(fast) == set(slow)
+        for package in fast:
+            assert deb_manifest(fast[package]) == deb_manifest(slow[package]), package
+        library = REAL_LIBRARY.format(triplet=TRIPLETS[arch])
+        acc, emu = (elf_sections(ob.deb_files(d["libogg0"])[library]) for d in (fast, slow))
+        assert set(acc) == set(emu)
+        differ = {s for s in acc if acc[s] != emu[s]}
+        assert differ <= ELF_MAY_DIFFER, sorted(differ)
+        # ... because of what each compiler wrote into .comment (kept in the
+        # detached debug file, the one .debug file of libogg0-dbgsym).
+        comments = {}
+        for kind, d in (("acc", fast), ("emu", slow)):
+            (debug,) = [
+                f for p, f in ob.deb_files(d["libogg0-dbgsym"]).items() if p.endswith(".debug")
+            ]
+            comments[kind] = elf_sections(debug)[".comment"]
+        assert b"GCC: (Debian 12.2.0-14) 12.2.0" in comments["acc"], comments
+        assert b"GCC: (Debian 12.2.0-14+deb12u1) 12.2.0" in comments["emu"], comments

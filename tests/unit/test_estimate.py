@@ -218,8 +218,9 @@ def test_bad_workload_files_say_what_is_wrong():
 
 
 def test_importer_on_a_job_history_recorded_from_the_real_backend(tmp_path):
-    # Recorded by tests/integration/test_jobhistory_import.py from Debian's
-    # obs-server 2.9.4 (two builds of hello-obs, x86_64).
+    # Recorded from Debian's obs-server 2.9.4 by the integration tier's
+    # importer test (then in test_jobhistory_import.py, now in
+    # test_farm_builds.py): two builds of hello-obs, x86_64.
     xml = FIXTURE.read_bytes()
     entries = jobhistory.parse_jobhistory(xml)
     assert [e.package for e in entries] == ["hello-obs", "hello-obs"]

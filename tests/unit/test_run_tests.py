@@ -25,6 +25,15 @@ INTEGRATION = PACKAGES["integration"].split()
 RECORD = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$LOG"
 """
+# The venv's python: records, then exits with $RC_UNIT for the unit tier's
+# pytest and $RC_INTEGRATION for the integration tier's (default 0).
+PYTHON = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$LOG"
+case "$*" in
+  *"not integration"*) exit "${RC_UNIT:-0}";;
+  *"-m integration"*) exit "${RC_INTEGRATION:-0}";;
+esac
+"""
 DPKG_QUERY = """#!/bin/sh
 # dpkg-query -W -f=... PACKAGE: installed unless listed in $MISSING
 for pkg; do :; done
@@ -45,7 +54,7 @@ def sandbox(tmp_path: Path, uid: int, missing: list[str]) -> tuple[Path, dict[st
         repo / "scripts/venv.sh": RECORD,
         repo / "venv/bin/ruff": RECORD,
         repo / "venv/bin/mypy": RECORD,
-        repo / "venv/bin/python": RECORD,
+        repo / "venv/bin/python": PYTHON,
         bin_dir / "apt-get": RECORD,
         bin_dir / "dpkg-query": DPKG_QUERY,
         bin_dir / "id": f"#!/bin/sh\necho {uid}\n",
@@ -62,8 +71,9 @@ def sandbox(tmp_path: Path, uid: int, missing: list[str]) -> tuple[Path, dict[st
     return repo, env
 
 
-def run(tmp_path: Path, uid: int, missing: list[str], *args: str):
+def run(tmp_path: Path, uid: int, missing: list[str], *args: str, **rcs: int):
     repo, env = sandbox(tmp_path, uid, missing)
+    env.update({f"RC_{tier.upper()}": str(rc) for tier, rc in rcs.items()})
     proc = subprocess.run(
         [str(repo / "run-tests"), *args], env=env, capture_output=True, text=True, timeout=60
     )
@@ -78,7 +88,7 @@ def test_root_installs_what_is_missing_then_tests(tmp_path):
         "apt-get update -q",
         "apt-get install -y -q --no-install-recommends shellcheck cpio",
     ]
-    assert log[-1] == "python -m pytest -m not integration"
+    assert log[-1] == "python -m pytest -m not integration -n auto"
 
 
 def test_without_root_it_prints_the_command_and_stops(tmp_path):
@@ -96,7 +106,29 @@ def test_integration_installs_its_own_packages_too(tmp_path):
     assert log[1] == (
         "apt-get install -y -q --no-install-recommends cloud-init obs-server qemu-user-static"
     )
-    assert log[-1] == "python -m pytest -m integration or not integration -x"
+    assert log[-2:] == [
+        "python -m pytest -m not integration -n auto -x",
+        "python -m pytest -m integration -x",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("unit", "integration", "code", "ran_integration"),
+    [
+        (0, 0, 0, True),
+        (1, 0, 1, False),  # a failing unit tier stops before the long one
+        (5, 0, 0, True),  # arguments that select integration tests only
+        (0, 5, 0, True),  # ... or unit tests only
+        (5, 5, 5, True),  # nothing selected at all
+        (0, 1, 1, True),
+    ],
+)
+def test_integration_runs_the_tiers_in_turn(tmp_path, unit, integration, code, ran_integration):
+    proc, log = run(tmp_path, 0, [], "--integration", unit=unit, integration=integration)
+    assert proc.returncode == code, proc.stderr
+    pytest_runs = [line for line in log if line.startswith("python -m pytest")]
+    assert pytest_runs[0] == "python -m pytest -m not integration -n auto"
+    assert (pytest_runs[1:] == ["python -m pytest -m integration"]) is ran_integration
 
 
 def test_integration_without_root_prints_both_lists(tmp_path):

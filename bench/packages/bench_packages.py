@@ -1,0 +1,626 @@
+"""Real Debian packages through the real OBS backend: native, emulated and
+accelerated wall times, phase by phase (issue 14, "Real packages, not toy ones").
+
+    flock /tmp/obs-farm-integration.lock venv/bin/python bench/packages/bench_packages.py \
+        [--packages libogg=1.3.5-3,lzo2=2.10-2,...] \
+        [--modes x86_64,aarch64,aarch64+accel,armv7l,armv7l+accel] [--json OUT]
+
+Run as root from the repository root. The integration tier's harness is
+reused as is: Debian bookworm sources fetched by `apt-get source` with
+private apt state (debian_base.ensure_source), their build dependencies
+resolved into the base project's `:full` the same way
+(debian_base.ensure_base), the OBS backend on 127.0.0.1 with the dev stack's
+rendered config (farm.farm_backend), the dev stack's worker groups run by
+cloud-init/obs-farm-worker.sh (test_farm_builds.FarmWorkers) and jobs pinned
+to them by host label (test_farm_builds.pin_constraints). Accelerated builds
+follow test_accelerated_builds_match_the_emulated_ones: obs-farm-accel is
+built by OBS on x86_64 from accel/ and handed to the ARM build roots by
+accel/prjconf.
+
+Builds run one at a time (one package, one mode), so every wall time is that
+of a build alone on the machine. For each build it records the job's time on
+the worker (job history endtime - starttime) and the phases read from the
+build log's `[  123s]` stamps; see log_phases(). Not a test: it asserts
+nothing about speed, and a failed build is reported and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+# integration_lock and require_host give up through pytest.skip.
+import pytest  # noqa: E402
+
+from config import load_settings  # noqa: E402
+from tests.helpers.binfmt import integration_lock  # noqa: E402
+from tests.integration import debian_base  # noqa: E402
+from tests.integration import obs_backend as ob  # noqa: E402
+from tests.integration.farm import (  # noqa: E402
+    farm_backend,
+    require_host,
+    scratch_dir,
+    wait_registered,
+)
+from tests.integration.test_farm_builds import (  # noqa: E402
+    ACCEL_SRC,
+    FarmWorkers,
+    build_depends,
+    pin_constraints,
+)
+from tools.offline import read_stack_config  # noqa: E402
+
+#: Bookworm versions, pinned (bench/packages/README.md says why these).
+DEFAULT_PACKAGES: tuple[tuple[str, str], ...] = (
+    ("libogg", "1.3.5-3"),
+    ("lzo2", "2.10-2"),
+    ("pcre2", "10.42-1"),
+    ("gmp", "2:6.2.1+dfsg1-1.1"),
+    ("double-conversion", "3.2.1-1"),
+    ("yaml-cpp", "0.7.0+dfsg-8"),
+)
+MODES: tuple[str, ...] = ("x86_64", "aarch64", "aarch64+accel", "armv7l", "armv7l+accel")
+ARCHS = ("x86_64", "aarch64", "armv7l")
+NATIVE = "x86_64"
+BASE_PROJECT, BASE_REPO = "Debian:12", "main"
+PLAIN_PROJECT, ACCEL_PROJECT = "bench", "bench:accel"
+REPO = "Debian_12"
+ACCEL_PACKAGE = "obs-farm-accel"
+#: Exported accelerator package each ARM build root gets (accel/prjconf).
+ACCEL_BINARY = {
+    "aarch64": "obs-farm-accel-aarch64-linux-gnu",
+    "armv7l": "obs-farm-accel-arm-linux-gnueabihf",
+}
+REGISTER_TIMEOUT_S = 120
+ACCEL_BUILD_TIMEOUT_S = 3600
+#: How long `unresolvable` may last before it counts: the scheduler can see a
+#: new package before it has the accelerator the x86_64 build exported.
+UNRESOLVABLE_GRACE_S = 300
+LOG_TAIL_LINES = 60
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of building: an OBS architecture, with or without the accelerator."""
+
+    name: str
+
+    @property
+    def arch(self) -> str:
+        return self.name.split("+", 1)[0]
+
+    @property
+    def accel(self) -> bool:
+        return self.name.endswith("+accel")
+
+    @property
+    def project(self) -> str:
+        return ACCEL_PROJECT if self.accel else PLAIN_PROJECT
+
+
+def parse_packages(text: str) -> list[tuple[str, str]]:
+    """`libogg=1.3.5-3,gmp=2:6.2.1+dfsg1-1.1` -> [(name, version), ...]."""
+    out = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, version = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name) or not version:
+            raise argparse.ArgumentTypeError(
+                f"--packages entries must be SOURCE=VERSION (e.g. libogg=1.3.5-3); got {item!r}"
+            )
+        out.append((name, version))
+    if not out:
+        raise argparse.ArgumentTypeError("--packages names no package")
+    return out
+
+
+def parse_modes(text: str) -> list[Mode]:
+    """`x86_64,aarch64+accel` -> modes, each one of MODES."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in MODES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--modes must be a list of {', '.join(MODES)}; got {text!r}"
+        )
+    return [Mode(m) for m in dict.fromkeys(names)]
+
+
+_STAMP = re.compile(r"^\[\s*(\d+)s\] ?(.*)$")
+#: dpkg-buildpackage's first line, once obs-build has set up the build root.
+BUILD_START = re.compile(r"^dpkg-buildpackage: info: source package ")
+#: Where the package's tests start: dh's `   dh_auto_test` (or the override
+#: it runs), else the `make check` a hand-written rules file runs (gmp).
+DH_TEST = re.compile(r"^   (debian/rules override_)?dh_auto_test\b")
+MAKE_CHECK = re.compile(r"^(\S*/)?make (\S+ )*check\b")
+#: Where they end: dh's next step (dh prints each with three spaces), or
+#: dpkg-buildpackage calling the binary target after a separate build.
+#: With Rules-Requires-Root: no, dpkg-buildpackage runs `debian/rules
+#: binary` alone, before the build, so that line cannot start the phase.
+DH_STEP = re.compile(r"^   (dh_\w+|debian/rules override_dh_\w+|create-stamp)\b")
+BINARY_START = re.compile(r"^ (fakeroot )?debian/rules binary\b")
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Seconds per phase from the build log's stamps (None: marker not found).
+
+    install: log start to dpkg-buildpackage (the build root set up, its
+    packages installed, the accelerator's postinst included); build:
+    configure and compile, up to the tests; tests: the package's test suite
+    (dh_auto_test, or gmp's make check); binary: the rest of the log
+    (install, strip, dpkg-deb, obs-build's checks). log_end is the log's last
+    stamp: the job's time on the worker less downloading the build root's
+    packages before the log starts and uploading the results after.
+    """
+
+    install: float | None = None
+    build: float | None = None
+    tests: float | None = None
+    binary: float | None = None
+    log_end: float | None = None
+
+
+def _ends_tests(text: str) -> bool:
+    return bool((DH_STEP.match(text) and not DH_TEST.match(text)) or BINARY_START.match(text))
+
+
+def log_phases(log: str) -> Phases:
+    """Split an obs-build log into the phases Phases names."""
+    start = tests = tests_end = last = None
+    for line in log.splitlines():
+        m = _STAMP.match(line)
+        if not m:
+            continue
+        t, text = float(m[1]), m[2]
+        last = t
+        if start is None:
+            if BUILD_START.match(text):
+                start = t
+        elif tests is None:
+            if DH_TEST.match(text) or MAKE_CHECK.match(text):
+                tests = t
+        elif tests_end is None and _ends_tests(text):
+            tests_end = t
+    if start is None or last is None:
+        return Phases(log_end=last)
+    return Phases(
+        install=start,
+        build=None if tests is None else tests - start,
+        tests=None if tests is None or tests_end is None else tests_end - tests,
+        binary=None if tests_end is None else last - tests_end,
+        log_end=last,
+    )
+
+
+def accel_lines(log: str) -> list[str]:
+    """The accelerator's own lines (its postinst prints exactly one)."""
+    return [
+        m[2] if (m := _STAMP.match(line)) else line
+        for line in log.splitlines()
+        if "obs-farm-accel:" in line
+    ]
+
+
+@dataclass
+class BuildRecord:
+    package: str
+    version: str
+    mode: str
+    project: str
+    arch: str
+    obs_package: str
+    status: str
+    details: str = ""
+    workerid: str = ""
+    job_seconds: float | None = None
+    wall_seconds: float | None = None
+    phases: Phases = field(default_factory=Phases)
+    accel_lines: list[str] = field(default_factory=list)
+    log_tail: str = ""
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} s"
+
+
+def _ratio(value: float | None, native: float | None) -> str:
+    return "" if value is None or not native else f" ({value / native:.1f}x)"
+
+
+def render_tables(records: Sequence[BuildRecord], modes: Sequence[Mode]) -> str:
+    """Markdown: per package its phases per mode, then the summary tables
+    (whole job with ratios to native, and the tests alone)."""
+    names = list(dict.fromkeys(r.package for r in records))
+    by = {(r.package, r.mode): r for r in records}
+    out = []
+    for name in names:
+        native = by.get((name, NATIVE))
+        native_job = native.job_seconds if native and native.status == "succeeded" else None
+        out += [
+            f"### {name} {next(r.version for r in records if r.package == name)}",
+            "",
+            "| mode | status | whole job | install | configure+compile | tests | binary |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for mode in modes:
+            r = by.get((name, mode.name))
+            if r is None:
+                continue
+            p = r.phases
+            ratio = "" if mode.name == NATIVE else _ratio(r.job_seconds, native_job)
+            out.append(
+                f"| {mode.name} | {r.status} | {_secs(r.job_seconds)}{ratio} | "
+                f"{_secs(p.install)} | {_secs(p.build)} | {_secs(p.tests)} | {_secs(p.binary)} |"
+            )
+        for r in records:
+            if r.package == name and r.accel_lines:
+                out.append(f"\n{r.mode}: `{r.accel_lines[0]}`")
+        out.append("")
+    for title, pick in (
+        ("Whole job on the worker (ratio to x86_64 native)", lambda r: r.job_seconds),
+        ("Tests alone (dh_auto_test or make check), from the log", lambda r: r.phases.tests),
+    ):
+        out += [
+            f"### {title}",
+            "",
+            "| package | " + " | ".join(m.name for m in modes) + " |",
+            "| --- |" + " --- |" * len(modes),
+        ]
+        for name in names:
+            native = by.get((name, NATIVE))
+            base = pick(native) if native and native.status == "succeeded" else None
+            cells = []
+            for mode in modes:
+                r = by.get((name, mode.name))
+                if r is None:
+                    cells.append("")
+                elif r.status != "succeeded":
+                    cells.append(r.status)
+                else:
+                    ratio = "" if mode.name == NATIVE else _ratio(pick(r), base)
+                    cells.append(_secs(pick(r)) + ratio)
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- OBS side
+
+
+def put_meta(
+    obs: ob.ObsBackend, project: str, name: str, archs: Sequence[str], useforbuild: bool
+) -> None:
+    """Package meta building only `archs`. Benchmark packages are not used for
+    building others: gmp and pcre2 make libgmp10 and libpcre2-8-0, which every
+    build root holds, and their results would otherwise replace :full's in
+    later build roots and trigger rebuilds of what was measured before."""
+    enable = "".join(f"<enable arch={quoteattr(a)}/>" for a in archs)
+    use = "enable" if useforbuild else "disable"
+    meta = (
+        f"<package name={quoteattr(name)} project={quoteattr(project)}><title/><description/>"
+        f"<build><disable/>{enable}</build><useforbuild><{use}/></useforbuild></package>"
+    )
+    obs.src("PUT", f"/source/{project}/{name}/_meta", data=meta.encode())
+
+
+def upload(
+    obs: ob.ObsBackend,
+    project: str,
+    name: str,
+    source: Path | Sequence[Path],
+    archs: Sequence[str],
+    useforbuild: bool,
+    extra_files: Mapping[str, str] | None = None,
+) -> None:
+    """ObsBackend.create_package with the useforbuild flag set in the same meta."""
+    put_meta(obs, project, name, archs, useforbuild)
+    files = {k: v.encode() for k, v in (extra_files or {}).items()}
+    with tempfile.TemporaryDirectory(prefix="obs-dsc-") as tmp:
+        paths = ob.build_dsc(source, Path(tmp)) if isinstance(source, Path) else source
+        files.update({p.name: p.read_bytes() for p in paths})
+    for filename, content in files.items():
+        obs.src("PUT", f"/source/{project}/{name}/{filename}", {"rev": "upload"}, content)
+    obs.src("POST", f"/source/{project}/{name}", {"cmd": "commit", "rev": "upload"})
+
+
+def wait_final(
+    obs: ob.ObsBackend, project: str, arch: str, name: str, timeout: float, since: float
+) -> ob.BuildResult:
+    """wait_build, letting `unresolvable` pass for UNRESOLVABLE_GRACE_S."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(1.0, deadline - time.monotonic())
+        result = obs.wait_build(project, REPO, arch, name, left, since, interval=5.0)
+        if result.status != "unresolvable" or time.time() - since > UNRESOLVABLE_GRACE_S:
+            return result
+        time.sleep(10)
+
+
+def stop_build(obs: ob.ObsBackend, project: str, arch: str, name: str) -> None:
+    """Abort a build that ran out of time and keep it from being scheduled
+    again, then wait (bounded) until no worker builds it any more."""
+    with contextlib.suppress(ob.HarnessError):
+        obs.src(
+            "POST",
+            f"/build/{project}",
+            [("cmd", "abortbuild"), ("package", name), ("arch", arch), ("repository", REPO)],
+        )
+    put_meta(obs, project, name, [], useforbuild=False)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if not any(w.package == name for w in obs.workerstatus().building):
+            return
+        time.sleep(5)
+
+
+def bench_full(
+    sources: Mapping[str, list[Path]],
+    archs: Sequence[str],
+    accel: bool,
+    default_set: bool,
+    workdir: Path,
+) -> dict[str, debian_base.BaseSet]:
+    """Per architecture, every chosen package's build dependencies (and on
+    x86_64 the accelerator's, as the integration tier resolves them)."""
+    needs: set[str] = set()
+    for files in sources.values():
+        (dsc,) = [p for p in files if p.suffix == ".dsc"]
+        needs |= set(debian_base.source_build_depends(dsc))
+    base = debian_base.BUILD_PACKAGES + debian_base.EXTRA_PACKAGES
+    # One cache for the default set, one for any other, so a smoke run with a
+    # subset does not prune the full set's download.
+    cache = debian_base.TEST_CACHE / "obs-lab-bench" / ("default" if default_set else "custom")
+    sets = {a: [debian_base.ensure_base(a, base + tuple(sorted(needs)), cache)] for a in archs}
+    if accel:
+        sets.setdefault(NATIVE, []).append(
+            debian_base.ensure_base(
+                NATIVE,
+                base + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
+                cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
+            )
+        )
+    return {arch: merge_sets(arch, group, workdir) for arch, group in sets.items()}
+
+
+def merge_sets(
+    arch: str, sets: Sequence[debian_base.BaseSet], workdir: Path
+) -> debian_base.BaseSet:
+    """One set for one add_to_full (one rescan), if there are several."""
+    if len(sets) == 1:
+        return sets[0]
+    merged = workdir / f"full-{arch}"
+    merged.mkdir()
+    packages = {}
+    for s in sets:
+        for p in s.packages:
+            if p.filename not in packages:
+                packages[p.filename] = p
+                link_or_copy(s.debs_dir / p.filename, merged / p.filename)
+    return debian_base.BaseSet(sets[0].debian_arch, merged, tuple(packages.values()))
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.packages: list[tuple[str, str]] = args.packages
+        self.modes: list[Mode] = args.modes
+        self.timeout: float = args.timeout
+        self.json_out: Path | None = args.json
+        self.log_dir: Path | None = args.log_dir
+        self.records: list[BuildRecord] = []
+        self.accelerator: dict[str, Any] = {}
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def run(self) -> None:
+        print("fetching sources ...", flush=True)
+        sources = {n: debian_base.ensure_source(n, v) for n, v in self.packages}
+        accel = any(m.accel for m in self.modes)
+        archs = sorted({m.arch for m in self.modes}, key=ARCHS.index)
+        default_set = sorted(self.packages) == sorted(DEFAULT_PACKAGES)
+        settings = load_settings(read_stack_config("dev"))
+        with scratch_dir("obs-farm-bench-packages-") as workdir:
+            print("resolving build dependencies ...", flush=True)
+            full = bench_full(sources, archs, accel, default_set, workdir)
+            with farm_backend(settings, workdir) as obs:
+                obs.setup_debian_project(list(ARCHS))
+                for arch, base in full.items():
+                    obs.add_to_full(BASE_PROJECT, BASE_REPO, arch, base)
+                paths = [(BASE_PROJECT, BASE_REPO)]
+                obs.create_project(PLAIN_PROJECT, REPO, paths, list(ARCHS))
+                if accel:
+                    prjconf = (ACCEL_SRC / "prjconf").read_text()
+                    obs.create_project(ACCEL_PROJECT, REPO, paths, list(ARCHS), prjconf)
+                workers = FarmWorkers(settings, workdir / "farm", obs.reposerver)
+                try:
+                    self._with_workers(obs, workers, sources, accel)
+                finally:
+                    workers.stop()
+        print()
+        print(render_tables(self.records, self.modes))
+
+    def _with_workers(
+        self,
+        obs: ob.ObsBackend,
+        workers: FarmWorkers,
+        sources: Mapping[str, list[Path]],
+        accel: bool,
+    ) -> None:
+        host = subprocess.run(["hostname"], capture_output=True, text=True, check=True)
+        want = {wid for g in workers.pool.groups for wid in g.worker_ids(host.stdout.strip())}
+        workers.start()
+        idle = wait_registered(obs, want, REGISTER_TIMEOUT_S)
+        if set(idle) != want:
+            logs = {p.name: p.read_text(errors="replace")[-1500:] for p in workers.logs.iterdir()}
+            raise SystemExit(f"workers registered: {sorted(idle)} of {sorted(want)}; {logs}")
+        accel_ok = accel and self._build_accelerator(obs)
+        for name, version in self.packages:
+            for mode in self.modes:
+                if mode.accel and not accel_ok:
+                    record = BuildRecord(
+                        name, version, mode.name, mode.project, mode.arch, "", "skipped",
+                        details="the accelerator did not build",
+                    )  # fmt: skip
+                else:
+                    record = self._build(obs, mode, name, version, sources[name])
+                self.records.append(record)
+                self._report(record)
+                self._write_json()
+
+    def _build_accelerator(self, obs: ob.ObsBackend) -> bool:
+        print("building obs-farm-accel on x86_64 ...", flush=True)
+        since = time.time()
+        upload(obs, ACCEL_PROJECT, ACCEL_PACKAGE, ACCEL_SRC, [NATIVE], useforbuild=True)
+        result = obs.wait_build(
+            ACCEL_PROJECT, REPO, NATIVE, ACCEL_PACKAGE, ACCEL_BUILD_TIMEOUT_S, since
+        )
+        self.accelerator = {"status": result.status, "job_seconds": result.job_seconds}
+        print(f"obs-farm-accel x86_64: {result.status}, job {_secs(result.job_seconds)}")
+        if result.status != "succeeded":
+            log = obs.build_log(ACCEL_PROJECT, REPO, NATIVE, ACCEL_PACKAGE)
+            self.accelerator["log_tail"] = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
+            print(self.accelerator["log_tail"])
+            return False
+        # The x86_64 build's packages reach the ARM repositories by export;
+        # wait until each ARM scheduler has them.
+        for arch in sorted({m.arch for m in self.modes if m.accel}):
+            listing = f"/build/{ACCEL_PROJECT}/{REPO}/{arch}/_repository"
+            binary = ACCEL_BINARY[arch].encode()
+
+            def exported(path: str = listing, name: bytes = binary) -> bool:
+                return name in obs.rep("GET", path)
+
+            try:
+                ob.wait_until(exported, 300, f"{ACCEL_BINARY[arch]} exported to {arch}", 5.0)
+            except ob.HarnessError as err:
+                self.accelerator["error"] = str(err)
+                print(err)
+                return False
+        return True
+
+    def _build(
+        self, obs: ob.ObsBackend, mode: Mode, name: str, version: str, files: list[Path]
+    ) -> BuildRecord:
+        obs_name = f"{name}-{mode.arch}"
+        print(f"{name} {version} {mode.name}: building ...", flush=True)
+        record = BuildRecord(name, version, mode.name, mode.project, mode.arch, obs_name, "")
+        since = time.time()
+        upload(
+            obs, mode.project, obs_name, files, [mode.arch], useforbuild=False,
+            extra_files={"_constraints": pin_constraints()},
+        )  # fmt: skip
+        try:
+            result = wait_final(obs, mode.project, mode.arch, obs_name, self.timeout, since)
+        except ob.BuildTimeout as err:
+            stop_build(obs, mode.project, mode.arch, obs_name)
+            record.status, record.details = "timeout", str(err)[:500]
+            record.wall_seconds = time.time() - since
+            return record
+        record.status, record.details = result.status, result.details
+        record.workerid, record.job_seconds = result.workerid, result.job_seconds
+        record.wall_seconds = result.wall_seconds
+        try:
+            log = obs.build_log(mode.project, REPO, mode.arch, obs_name)
+        except ob.HarnessError as err:  # unresolvable/broken: no log
+            log = f"(no build log: {err})"
+        record.phases = log_phases(log)
+        record.accel_lines = accel_lines(log)
+        if result.status != "succeeded":
+            record.log_tail = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / f"{name}_{mode.name}.log").write_text(log)
+        return record
+
+    def _report(self, r: BuildRecord) -> None:
+        p = r.phases
+        print(
+            f"{r.package} {r.version} {r.mode}: {r.status}, job {_secs(r.job_seconds)} "
+            f"(install {_secs(p.install)}, configure+compile {_secs(p.build)}, "
+            f"tests {_secs(p.tests)}, binary {_secs(p.binary)}) {r.workerid}",
+            flush=True,
+        )
+        for line in r.accel_lines:
+            print(f"  {line}")
+        if r.status != "succeeded":
+            print(f"  details: {r.details}")
+            if r.log_tail:
+                print("  " + r.log_tail.replace("\n", "\n  "))
+
+    def _write_json(self) -> None:
+        if self.json_out is None:
+            return
+        doc = {
+            "command": sys.argv,
+            "started": self.started,
+            "cpus": os.cpu_count(),
+            "packages": [f"{n}={v}" for n, v in self.packages],
+            "modes": [m.name for m in self.modes],
+            "accelerator": self.accelerator,
+            "builds": [asdict(r) for r in self.records],
+        }
+        self.json_out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    ap.add_argument(
+        "--packages",
+        type=parse_packages,
+        default=list(DEFAULT_PACKAGES),
+        help="SOURCE=VERSION,... of Debian bookworm (default: the six of the README)",
+    )
+    ap.add_argument(
+        "--modes",
+        type=parse_modes,
+        default=[Mode(m) for m in MODES],
+        help=f"comma-separated, of {','.join(MODES)} (default: all)",
+    )
+    ap.add_argument("--json", type=Path, help="write every build's numbers here")
+    ap.add_argument("--log-dir", type=Path, help="keep every build log here")
+    ap.add_argument(
+        "--timeout", type=float, default=6 * 3600, help="seconds one build may take (6 h)"
+    )
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: chroot builds, binfmt_misc and the backend's daemons")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(integration_lock())
+            require_host()
+        except pytest.skip.Exception as err:
+            raise SystemExit(
+                f"{err.msg}; run it as `flock /tmp/obs-farm-integration.lock venv/bin/python "
+                "bench/packages/bench_packages.py ...` to wait for the lock"
+            ) from None
+        Bench(args).run()
+
+
+if __name__ == "__main__":
+    main()
