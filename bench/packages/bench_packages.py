@@ -34,13 +34,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -305,42 +303,6 @@ def render_tables(records: Sequence[BuildRecord], modes: Sequence[Mode]) -> str:
 # --------------------------------------------------------------------------- OBS side
 
 
-def put_meta(
-    obs: ob.ObsBackend, project: str, name: str, archs: Sequence[str], useforbuild: bool
-) -> None:
-    """Package meta building only `archs`. Benchmark packages are not used for
-    building others: gmp and pcre2 make libgmp10 and libpcre2-8-0, which every
-    build root holds, and their results would otherwise replace :full's in
-    later build roots and trigger rebuilds of what was measured before."""
-    enable = "".join(f"<enable arch={quoteattr(a)}/>" for a in archs)
-    use = "enable" if useforbuild else "disable"
-    meta = (
-        f"<package name={quoteattr(name)} project={quoteattr(project)}><title/><description/>"
-        f"<build><disable/>{enable}</build><useforbuild><{use}/></useforbuild></package>"
-    )
-    obs.src("PUT", f"/source/{project}/{name}/_meta", data=meta.encode())
-
-
-def upload(
-    obs: ob.ObsBackend,
-    project: str,
-    name: str,
-    source: Path | Sequence[Path],
-    archs: Sequence[str],
-    useforbuild: bool,
-    extra_files: Mapping[str, str] | None = None,
-) -> None:
-    """ObsBackend.create_package with the useforbuild flag set in the same meta."""
-    put_meta(obs, project, name, archs, useforbuild)
-    files = {k: v.encode() for k, v in (extra_files or {}).items()}
-    with tempfile.TemporaryDirectory(prefix="obs-dsc-") as tmp:
-        paths = ob.build_dsc(source, Path(tmp)) if isinstance(source, Path) else source
-        files.update({p.name: p.read_bytes() for p in paths})
-    for filename, content in files.items():
-        obs.src("PUT", f"/source/{project}/{name}/{filename}", {"rev": "upload"}, content)
-    obs.src("POST", f"/source/{project}/{name}", {"cmd": "commit", "rev": "upload"})
-
-
 def wait_final(
     obs: ob.ObsBackend, project: str, arch: str, name: str, timeout: float, since: float
 ) -> ob.BuildResult:
@@ -363,7 +325,7 @@ def stop_build(obs: ob.ObsBackend, project: str, arch: str, name: str) -> None:
             f"/build/{project}",
             [("cmd", "abortbuild"), ("package", name), ("arch", arch), ("repository", REPO)],
         )
-    put_meta(obs, project, name, [], useforbuild=False)
+    obs.put_package_meta(project, name, [], use_for_build=False)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if not any(w.package == name for w in obs.workerstatus().building):
@@ -496,7 +458,7 @@ class Bench:
     def _build_accelerator(self, obs: ob.ObsBackend) -> bool:
         print("building obs-farm-accel on x86_64 ...", flush=True)
         since = time.time()
-        upload(obs, ACCEL_PROJECT, ACCEL_PACKAGE, ACCEL_SRC, [NATIVE], useforbuild=True)
+        obs.create_package(ACCEL_PROJECT, ACCEL_PACKAGE, ACCEL_SRC, build_archs=[NATIVE])
         result = obs.wait_build(
             ACCEL_PROJECT, REPO, NATIVE, ACCEL_PACKAGE, ACCEL_BUILD_TIMEOUT_S, since
         )
@@ -531,10 +493,14 @@ class Bench:
         print(f"{name} {version} {mode.name}: building ...", flush=True)
         record = BuildRecord(name, version, mode.name, mode.project, mode.arch, obs_name, "")
         since = time.time()
-        upload(
-            obs, mode.project, obs_name, files, [mode.arch], useforbuild=False,
+        obs.create_package(
+            mode.project,
+            obs_name,
+            files,
             extra_files={"_constraints": pin_constraints()},
-        )  # fmt: skip
+            build_archs=[mode.arch],
+            use_for_build=False,
+        )
         try:
             result = wait_final(obs, mode.project, mode.arch, obs_name, self.timeout, since)
         except ob.BuildTimeout as err:

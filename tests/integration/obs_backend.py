@@ -1177,21 +1177,16 @@ class ObsBackend:
             lambda: self._daemon_logs(),
         )
 
-    def create_package(
+    def put_package_meta(
         self,
         project: str,
         name: str,
-        srcdir: Path | Sequence[Path],
-        extra_files: Mapping[str, str | bytes] | None = None,
         build_archs: Sequence[str] | None = None,
-    ) -> str:
-        """Upload a dsc package built from `srcdir` with dpkg-source, or given
-        as its files (a .dsc and what it names); return the new srcmd5.
-
-        `extra_files` go next to the .dsc, e.g. `{"_constraints": ...}`.
-        `build_archs` limits the package to those scheduler architectures.
-        All files land in one commit, so the scheduler sees one new revision.
-        """
+        use_for_build: bool = True,
+    ) -> None:
+        """Create or change a package's meta: `build_archs` limits it to those
+        scheduler architectures; `use_for_build=False` keeps its results out
+        of other packages' build roots."""
         flags = (
             "<build><disable/>"
             + "".join(f"<enable arch={quoteattr(a)}/>" for a in build_archs)
@@ -1199,11 +1194,31 @@ class ObsBackend:
             if build_archs is not None
             else ""
         )
+        if not use_for_build:
+            flags += "<useforbuild><disable/></useforbuild>"
         meta = (
             f"<package name={quoteattr(name)} project={quoteattr(project)}>"
             f"<title/><description/>{flags}</package>"
         )
         self.src("PUT", f"/source/{project}/{name}/_meta", data=meta.encode())
+
+    def create_package(
+        self,
+        project: str,
+        name: str,
+        srcdir: Path | Sequence[Path],
+        extra_files: Mapping[str, str | bytes] | None = None,
+        build_archs: Sequence[str] | None = None,
+        use_for_build: bool = True,
+    ) -> str:
+        """Upload a dsc package built from `srcdir` with dpkg-source, or given
+        as its files (a .dsc and what it names); return the new srcmd5.
+
+        `extra_files` go next to the .dsc, e.g. `{"_constraints": ...}`.
+        `build_archs` and `use_for_build` go into its meta (put_package_meta).
+        All files land in one commit, so the scheduler sees one new revision.
+        """
+        self.put_package_meta(project, name, build_archs, use_for_build)
         files: dict[str, bytes] = {
             k: v.encode() if isinstance(v, str) else v for k, v in (extra_files or {}).items()
         }
