@@ -57,11 +57,18 @@ def farm_backend(settings: FarmSettings, workdir: Path) -> Iterator[ob.ObsBacken
         yield obs
 
 
-def wait_registered(obs: ob.ObsBackend, ids: set[str], timeout: float) -> dict[str, ob.WorkerEntry]:
-    """Idle workers among `ids` once all are there (or what is there at the deadline)."""
+def wait_registered(
+    obs: ob.ObsBackend, ids: set[str], timeout: float, states: tuple[str, ...] = ("idle",)
+) -> dict[str, ob.WorkerEntry]:
+    """Workers among `ids` in one of `states` (idle by default) once all are
+    there (or what is there at the deadline)."""
     deadline = time.monotonic() + timeout
     while True:
-        idle = {w.workerid: w for w in obs.workerstatus().idle if w.workerid in ids}
+        idle = {
+            w.workerid: w
+            for w in obs.workerstatus().workers
+            if w.workerid in ids and w.state in states
+        }
         if set(idle) == ids or time.monotonic() > deadline:
             return idle
         time.sleep(2)
