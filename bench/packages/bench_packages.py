@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -59,7 +58,6 @@ from tests.integration.farm import (  # noqa: E402
 from tests.integration.test_farm_builds import (  # noqa: E402
     ACCEL_SRC,
     FarmWorkers,
-    build_depends,
     pin_constraints,
 )
 from tools.offline import read_stack_config  # noqa: E402
@@ -338,8 +336,7 @@ def bench_full(
     archs: Sequence[str],
     accel: bool,
     default_set: bool,
-    workdir: Path,
-) -> dict[str, debian_base.BaseSet]:
+) -> dict[str, list[debian_base.BaseSet]]:
     """Per architecture, every chosen package's build dependencies (and on
     x86_64 the accelerator's, as the integration tier resolves them)."""
     needs: set[str] = set()
@@ -355,35 +352,11 @@ def bench_full(
         sets.setdefault(NATIVE, []).append(
             debian_base.ensure_base(
                 NATIVE,
-                base + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
+                base + tuple(debian_base.source_build_depends(ACCEL_SRC / "debian" / "control")),
                 cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
             )
         )
-    return {arch: merge_sets(arch, group, workdir) for arch, group in sets.items()}
-
-
-def merge_sets(
-    arch: str, sets: Sequence[debian_base.BaseSet], workdir: Path
-) -> debian_base.BaseSet:
-    """One set for one add_to_full (one rescan), if there are several."""
-    if len(sets) == 1:
-        return sets[0]
-    merged = workdir / f"full-{arch}"
-    merged.mkdir()
-    packages = {}
-    for s in sets:
-        for p in s.packages:
-            if p.filename not in packages:
-                packages[p.filename] = p
-                link_or_copy(s.debs_dir / p.filename, merged / p.filename)
-    return debian_base.BaseSet(sets[0].debian_arch, merged, tuple(packages.values()))
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    return sets
 
 
 # --------------------------------------------------------------------------- the run
@@ -409,11 +382,12 @@ class Bench:
         settings = load_settings(read_stack_config("dev"))
         with scratch_dir("obs-farm-bench-packages-") as workdir:
             print("resolving build dependencies ...", flush=True)
-            full = bench_full(sources, archs, accel, default_set, workdir)
+            full = bench_full(sources, archs, accel, default_set)
             with farm_backend(settings, workdir) as obs:
                 obs.setup_debian_project(list(ARCHS))
-                for arch, base in full.items():
-                    obs.add_to_full(BASE_PROJECT, BASE_REPO, arch, base)
+                for arch, bases in full.items():
+                    for base in bases:
+                        obs.add_to_full(BASE_PROJECT, BASE_REPO, arch, base)
                 paths = [(BASE_PROJECT, BASE_REPO)]
                 obs.create_project(PLAIN_PROJECT, REPO, paths, list(ARCHS))
                 if accel:

@@ -212,12 +212,14 @@ def ensure_source(name: str, version: str, cache_root: Path = DEFAULT_CACHE_ROOT
     return sorted(p for p in target.iterdir() if p.name != "complete")
 
 
-def source_build_depends(dsc: Path) -> list[str]:
-    """Binary package names a .dsc's build needs as obs-build reads it: every
-    Build-Depends field (Indep too: obs-build 20210120 installs it), no
-    build profile counted out, the first of each set of alternatives.
-    Virtual names (debhelper-compat) are left for apt to resolve."""
-    fields = parse_control(dsc.read_text())
+def source_build_depends(source: Path) -> list[str]:
+    """Binary package names a source package's build needs as obs-build
+    reads them, from its .dsc or its debian/control (only the source stanza
+    has Build-Depends fields): every Build-Depends field (Indep too:
+    obs-build 20210120 installs it), no build profile counted out, the first
+    of each set of alternatives. Virtual names (debhelper-compat) are left
+    for apt to resolve."""
+    fields = parse_control(source.read_text())
     relations = ", ".join(
         fields.get(f, "") for f in ("Build-Depends", "Build-Depends-Arch", "Build-Depends-Indep")
     )

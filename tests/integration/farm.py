@@ -64,13 +64,13 @@ def wait_registered(
     there (or what is there at the deadline)."""
     deadline = time.monotonic() + timeout
     while True:
-        idle = {
+        found = {
             w.workerid: w
             for w in obs.workerstatus().workers
             if w.workerid in ids and w.state in states
         }
-        if set(idle) == ids or time.monotonic() > deadline:
-            return idle
+        if set(found) == ids or time.monotonic() > deadline:
+            return found
         time.sleep(2)
 
 

@@ -106,12 +106,6 @@ def backend(settings, workdir, real_source) -> Iterator[ob.ObsBackend]:
         yield obs
 
 
-def build_depends(control: Path) -> list[str]:
-    """Package names in a debian/control's Build-Depends (no alternatives used)."""
-    source = debian_base.parse_control(control.read_text().split("\n\n", 1)[0])
-    return sorted({dep.split()[0] for dep in source["Build-Depends"].split(",") if dep.strip()})
-
-
 @pytest.fixture(scope="module")
 def accel_uploaded(backend) -> float:
     """The accelerator's project (accel/prjconf) with obs-farm-accel uploaded;
@@ -122,7 +116,7 @@ def accel_uploaded(backend) -> float:
         "x86_64",
         debian_base.BUILD_PACKAGES
         + debian_base.EXTRA_PACKAGES
-        + tuple(build_depends(ACCEL_SRC / "debian" / "control")),
+        + tuple(debian_base.source_build_depends(ACCEL_SRC / "debian" / "control")),
         cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
     )
     backend.add_to_full("Debian:12", "main", "x86_64", extra)
@@ -319,6 +313,12 @@ BUILD_ID_PATH = re.compile(r"(/usr/lib/debug/\.build-id/)[0-9a-f]{2}/([0-9a-f]{3
 ELF_MAY_DIFFER = {".note.gnu.build-id", ".gnu_debuglink"}
 
 
+def without_build_id(path: str) -> str:
+    """A detached debug file's path (or its directory) with the build-id
+    replaced by a placeholder."""
+    return BUILD_ID_PATH.sub(lambda m: m[1] + "XX/" + ("ID.debug" if m[2] else ""), path)
+
+
 def deb_manifest(deb: Path) -> tuple[list[str], dict[str, str]]:
     """A .deb's paths with their modes, and the control fields that state its
     relationships and identity. Detached debug files are named by build-id,
@@ -327,8 +327,7 @@ def deb_manifest(deb: Path) -> tuple[list[str], dict[str, str]]:
         ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
     ).stdout
     files = sorted(
-        f"{line.split()[0]} {BUILD_ID_PATH.sub(lambda m: m[1] + 'XX/' + ('ID.debug' if m[2] else ''), line.split()[5])}"
-        for line in listing.splitlines()
+        f"{line.split()[0]} {without_build_id(line.split()[5])}" for line in listing.splitlines()
     )
     control = debian_base.parse_control(
         subprocess.run(
