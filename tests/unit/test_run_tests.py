@@ -108,7 +108,7 @@ def test_integration_installs_its_own_packages_too(tmp_path):
     )
     assert log[-2:] == [
         "python -m pytest -m not integration -n auto -x",
-        "python -m pytest -m integration -x",
+        "python -m pytest -m integration --durations=15 -x",
     ]
 
 
@@ -128,7 +128,9 @@ def test_integration_runs_the_tiers_in_turn(tmp_path, unit, integration, code, r
     assert proc.returncode == code, proc.stderr
     pytest_runs = [line for line in log if line.startswith("python -m pytest")]
     assert pytest_runs[0] == "python -m pytest -m not integration -n auto"
-    assert (pytest_runs[1:] == ["python -m pytest -m integration"]) is ran_integration
+    assert (
+        pytest_runs[1:] == ["python -m pytest -m integration --durations=15"]
+    ) is ran_integration
 
 
 def test_integration_without_root_prints_both_lists(tmp_path):
