@@ -1360,6 +1360,12 @@ class ObsBackend:
             errors="replace"
         )
 
+    def live_log(self, project: str, repo: str, arch: str, package: str) -> str:
+        """The build log so far; of a job being built, the worker's copy
+        (`nostream`: the repserver would otherwise stream until the build ends)."""
+        path = f"/build/{project}/{repo}/{arch}/{package}/_log"
+        return self.rep("GET", path, {"nostream": "1"}).decode(errors="replace")
+
     def fetch_binaries(
         self, project: str, repo: str, arch: str, package: str, dest: Path, pattern: str = "*"
     ) -> list[Path]:

@@ -13,6 +13,7 @@ the `dev` and `hybrid` stacks' topology.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -46,6 +47,8 @@ HELLO_OBS = REPO / "tests" / "data" / "hello-obs"
 REPO_NAME = "Debian_12"
 SUB, RG = "00000000-0000-0000-0000-0000000000aa", "obs-rg-test"
 BUILD_TIMEOUT_S = 900
+# init_buildsystem's install loop, run in the chroot: `[   12s] [1/168] installing ...`
+INSTALLING = re.compile(r"^\[\s*\d+s\] \[\d+/\d+\] installing ", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -132,18 +135,36 @@ def dispatched(backend, project, arch, host, since) -> float:
     return the wall time from `since`; then abort it. The build itself is the
     farm builds test's subject (same worker groups, same package): here what
     counts is that the job runs on the machine the scaler asked for, and not
-    building it saves two emulated builds (about 4.5 minutes) of the tier."""
+    building it saves two emulated builds (about 4.5 minutes) of the tier.
+
+    The abort waits until the build root's packages are being installed.
+    bs_worker's kill (`build --kill`) signals the processes chrooted into the
+    build root and leaves an `exit` mark there, which the build script only
+    honours once it runs; a kill sent while the worker is still fetching the
+    job's packages is lost and the build runs to its end (two CI runs timed
+    out that way)."""
 
     def on_host() -> list[ob.WorkerEntry]:
         status = backend.workerstatus()
         return [w for w in status.building if w.project == project and w.arch == arch]
 
+    def installing() -> bool:
+        try:
+            log = backend.live_log(project, REPO_NAME, arch, "hello-obs")
+        except ob.HarnessError:
+            return False  # no log yet
+        return INSTALLING.search(log) is not None
+
     (entry,) = wait_for(f"{project}'s {arch} job to start", on_host, BUILD_TIMEOUT_S, 0.5)
     at = time.time() - since
     assert entry.workerid.startswith(f"{host}:{arch}-"), entry
+    wait_for(f"{project}'s {arch} build root being installed", installing, 300, 1)
+    t_installing = time.time() - since
     backend.src("POST", f"/build/{project}",
                 {"cmd": "abortbuild", "package": "hello-obs", "arch": arch})  # fmt: skip
     wait_for(f"{project}'s {arch} job to be aborted", lambda: not on_host(), 120, 0.5)
+    print(f"{project} {arch}: building at {at:.1f} s, installing at {t_installing:.1f} s, "
+          f"aborted at {time.time() - since:.1f} s")  # fmt: skip
     return at
 
 
