@@ -108,11 +108,14 @@ def backend(settings, workdir, real_source) -> Iterator[ob.ObsBackend]:
 
 
 @pytest.fixture(scope="module")
-def accel_uploaded(backend) -> float:
-    """The accelerator's project (accel/prjconf) with obs-farm-accel uploaded;
-    the time of the upload. Done before the first test's workers start: the
-    x86_64 worker builds it while the emulated builds run, on a core they
-    would leave idle, instead of alone before the accelerated builds."""
+def accel_uploaded(backend, real_source) -> float:
+    """The accelerator's project (accel/prjconf) with obs-farm-accel and the
+    real package (for ACCEL_ARCHS) uploaded; the time of the upload. Done
+    before the workers start, so everything builds at once on the two cores:
+    the x86_64 worker builds obs-farm-accel first; the accelerated build of
+    the real package waits for it (its build root needs obs-farm-accel, which
+    OBS resolves once the x86_64 build is exported), then for its worker
+    group, whose first job is the emulated build of the first test."""
     extra = debian_base.ensure_base(
         "x86_64",
         debian_base.BUILD_PACKAGES
@@ -127,7 +130,40 @@ def accel_uploaded(backend) -> float:
     )
     since = time.time()
     backend.create_package(ACCEL_PROJECT, "obs-farm-accel", ACCEL_SRC, build_archs=["x86_64"])
+    backend.create_package(
+        ACCEL_PROJECT,
+        REAL_PACKAGE[0],
+        real_source,
+        extra_files={"_constraints": pin_constraints()},
+        build_archs=list(ACCEL_ARCHS),
+    )
     return since
+
+
+@pytest.fixture(scope="module")
+def farm(settings, backend, workdir, accel_uploaded) -> Iterator[FarmWorkers]:
+    """The dev stack's worker groups on this host, registered, for the whole
+    module (both tests' builds run on them)."""
+    workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
+    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+    want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(host)}
+    try:
+        t0 = time.monotonic()
+        workers.start()
+        # The x86_64 worker may take obs-farm-accel (uploaded by accel_uploaded)
+        # at once: a registered worker is idle or already building.
+        idle = wait_registered(backend, set(want), REGISTER_TIMEOUT_S, states=("idle", "building"))
+        record("worker groups on host registered", f"{time.monotonic() - t0:.0f} s")
+        logs = {p.name: p.read_text(errors="replace")[-2000:] for p in workers.logs.iterdir()}
+        assert set(idle) == set(want), f"registered {sorted(idle)}; logs: {logs}"
+        for wid, entry in idle.items():
+            assert entry.hostarch == want[wid].scheduler_arch
+            port = int(entry.uri.rsplit(":", 1)[1])
+            assert port in want[wid].ports(), (wid, entry.uri)
+        workers.host = host
+        yield workers
+    finally:
+        workers.stop()
 
 
 class FarmWorkers:
@@ -155,6 +191,7 @@ class FarmWorkers:
             "PATH": f"{sbin}:{os.environ['PATH']}",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.host = ""
         self.logs = root / "logs"
         self.logs.mkdir()
 
@@ -213,58 +250,34 @@ def assert_real_build(backend: ob.ObsBackend, project: str, arch: str, debs: dic
         assert line in log, (arch, line, log[-3000:])
 
 
-def test_real_package_builds_on_our_worker_groups(
-    settings, backend, workdir, real_source, accel_uploaded
-):
+def test_real_package_builds_on_our_worker_groups(backend, workdir, real_source, farm):
     name = REAL_PACKAGE[0]
-    timings: dict[str, float] = {}
-    workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
-    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
-    want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(host)}
-    try:
-        t0 = time.monotonic()
-        workers.start()
-        # The x86_64 worker may take obs-farm-accel (uploaded by the fixture)
-        # at once: a registered worker is idle or already building.
-        idle = wait_registered(backend, set(want), REGISTER_TIMEOUT_S, states=("idle", "building"))
-        timings["worker groups registered"] = time.monotonic() - t0
-        logs = {p.name: p.read_text(errors="replace")[-2000:] for p in workers.logs.iterdir()}
-        assert set(idle) == set(want), f"registered {sorted(idle)}; logs: {logs}"
-        for wid, entry in idle.items():
-            assert entry.hostarch == want[wid].scheduler_arch
-            port = int(entry.uri.rsplit(":", 1)[1])
-            assert port in want[wid].ports(), (wid, entry.uri)
+    since = time.time()
+    backend.create_package(
+        "lab", name, real_source, extra_files={"_constraints": pin_constraints()}
+    )
+    results = backend.wait_builds(
+        "lab", "Debian_12", name, list(ARCHS), BUILD_TIMEOUT_S, since=since
+    )
+    seconds = {a: r.job_seconds or r.wall_seconds for a, r in results.items()}
+    for arch, result in results.items():
+        if result.status != "succeeded":
+            print(backend.build_log("lab", "Debian_12", arch, name)[-4000:])
+    assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded"), {
+        a: r.details for a, r in results.items()
+    }
+    built_by = {a: r.workerid for a, r in results.items()}
+    assert built_by == {a: f"{farm.host}:{GROUP_OF[a]}-1" for a in ARCHS}
 
-        since = time.time()
-        backend.create_package(
-            "lab", name, real_source, extra_files={"_constraints": pin_constraints()}
-        )
-        results = backend.wait_builds(
-            "lab", "Debian_12", name, list(ARCHS), BUILD_TIMEOUT_S, since=since
-        )
-        for arch, result in results.items():
-            timings[f"build {arch} (job on worker)"] = result.job_seconds or result.wall_seconds
-            if result.status != "succeeded":
-                print(backend.build_log("lab", "Debian_12", arch, name)[-4000:])
-        assert {a: r.status for a, r in results.items()} == dict.fromkeys(ARCHS, "succeeded"), {
-            a: r.details for a, r in results.items()
-        }
-        built_by = {a: r.workerid for a, r in results.items()}
-        assert built_by == {a: f"{host}:{GROUP_OF[a]}-1" for a in ARCHS}
-
-        for arch in ARCHS:
-            assert_real_build(
-                backend, "lab", arch, real_debs("lab", arch, workdir / "out" / arch, backend)
-            )
-    finally:
-        workers.stop()
-    native = timings["build x86_64 (job on worker)"]
-    record("worker groups on host registered", f"{timings['worker groups registered']:.0f} s")
     for arch in ARCHS:
-        seconds = timings[f"build {arch} (job on worker)"]
-        ratio = "" if arch == "x86_64" else f" ({seconds / native:.1f}x native)"
+        assert_real_build(
+            backend, "lab", arch, real_debs("lab", arch, workdir / "out" / arch, backend)
+        )
+    for arch in ARCHS:
+        ratio = "" if arch == "x86_64" else f" ({seconds[arch] / seconds['x86_64']:.1f}x native)"
         record(
-            f"{name} build {arch}, beside the others and obs-farm-accel", f"{seconds:.0f} s{ratio}"
+            f"{name} build {arch} (job on worker, beside the others)",
+            f"{seconds[arch]:.0f} s{ratio}",
         )
 
 
@@ -366,9 +379,7 @@ def elf_sections(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def test_accelerated_builds_match_the_emulated_ones(
-    settings, backend, workdir, real_source, accel_uploaded
-):
+def test_accelerated_builds_match_the_emulated_ones(backend, workdir, accel_uploaded, farm):
     """The accelerator the way a farm's users get it: the obs-farm-accel source
     package built by OBS on x86_64 from Debian 12's cross toolchains, handed
     to the ARM architectures by the project's ExportFilter and installed in
@@ -377,34 +388,20 @@ def test_accelerated_builds_match_the_emulated_ones(
     (emulated) and pass, and it gives the same files and relationships as the
     emulated builds of test_real_package_builds_on_our_worker_groups, and a
     library whose sections are those of the emulated build's except the ones
-    ELF_MAY_DIFFER names. (obs-farm-accel was uploaded by the accel_uploaded
-    fixture, before the first test's builds, so that it builds beside them.)"""
+    ELF_MAY_DIFFER names. (obs-farm-accel and this build were uploaded by
+    the accel_uploaded fixture, before the first test's builds, so that they
+    build beside them on the module's workers.)"""
     name = REAL_PACKAGE[0]
-    workers = FarmWorkers(settings, workdir / "farm-accel", backend.reposerver)
-    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
-    want = {wid for g in workers.pool.groups for wid in g.worker_ids(host)}
-    try:
-        workers.start()
-        wait_registered(backend, want, REGISTER_TIMEOUT_S)
-        since = accel_uploaded
-        backend.create_package(
-            ACCEL_PROJECT,
-            name,
-            real_source,
-            extra_files={"_constraints": pin_constraints()},
-            build_archs=list(ACCEL_ARCHS),
-        )
-        accel = backend.wait_build(
-            ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel", BUILD_TIMEOUT_S, since
-        )
-        if accel.status != "succeeded":
-            print(backend.build_log(ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel")[-4000:])
-        assert accel.status == "succeeded", accel.details
-        results = backend.wait_builds(
-            ACCEL_PROJECT, "Debian_12", name, list(ACCEL_ARCHS), BUILD_TIMEOUT_S, since
-        )
-    finally:
-        workers.stop()
+    since = accel_uploaded
+    accel = backend.wait_build(
+        ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel", BUILD_TIMEOUT_S, since
+    )
+    if accel.status != "succeeded":
+        print(backend.build_log(ACCEL_PROJECT, "Debian_12", "x86_64", "obs-farm-accel")[-4000:])
+    assert accel.status == "succeeded", accel.details
+    results = backend.wait_builds(
+        ACCEL_PROJECT, "Debian_12", name, list(ACCEL_ARCHS), BUILD_TIMEOUT_S, since
+    )
     record("obs-farm-accel build x86_64 (job on worker)", f"{accel.job_seconds or 0:.0f} s")
     versions = (
         r"gcc-12 12\.2\.0-14\+deb12u1 and binutils 2\.40-2 in the build root; "
