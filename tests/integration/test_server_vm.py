@@ -12,9 +12,9 @@ command does.
 
 Then the dev stack's worker groups (obs-farm-worker.sh on the host, as in
 test_farm_builds.py) register with the VM's backend, `./check --build`
-builds hello-obs through it on them for x86_64 and armv7l (the emulated
-armv7hl group; aarch64 is built by test_farm_builds.py, and a third build
-would not fit the tier's time) and checks the result, the VM reboots and
+builds hello-obs through it on them for x86_64 (emulated builds on these
+same worker groups are test_farm_builds.py's: one more would not fit the
+tier's time) and checks the result, the VM reboots and
 everything comes back from the data disk, and `./check` fails, naming it,
 once one architecture's scheduler is stopped. No obs unit is failed, at
 either boot.
@@ -55,11 +55,12 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ("x86_64", "aarch64", "armv7l")
-#: What ./check --build builds here: the native architecture and one
-#: emulated one. ./check builds every architecture the same way; aarch64
-#: builds on the same worker groups are test_farm_builds.py's, and the third
-#: build cost about a minute of a tier that must stay under 60.
-BUILD_ARCHS = ("x86_64", "armv7l")
+#: What ./check --build builds here: the native architecture. ./check builds
+#: every architecture the same way (its unit tests cover the per-architecture
+#: project and constraints); emulated builds on the same worker groups are
+#: test_farm_builds.py's. The armv7l build cost about 130 s of a tier that
+#: must stay under 60 minutes (208 s for two, measured in a fresh-clone run).
+BUILD_ARCHS = ("x86_64",)
 HOSTNAME = "obs-server-it"
 VM_TIMEOUT_S = 3600
 CLOUD_INIT_TIMEOUT_S = 1500
@@ -346,7 +347,7 @@ def test_server_vm_boots_serves_the_farm_and_survives_a_reboot(workdir, ssh_key)
     record("server VM: Debian base into its backend", f"{t['debian base']:.0f} s")
     record("server VM: host worker groups registered", f"{t['registered']:.0f} s")
     record(
-        f"server VM: ./check --build (hello-obs for {' and '.join(BUILD_ARCHS)} at once)",
+        f"server VM: ./check --build (hello-obs for {' and '.join(BUILD_ARCHS)})",
         f"{t['check']:.0f} s",
     )
     record("server VM: reboot to backend ready", f"{t['reboot ready']:.0f} s")
