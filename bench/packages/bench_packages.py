@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -408,8 +407,7 @@ class Bench:
         sources: Mapping[str, list[Path]],
         accel: bool,
     ) -> None:
-        host = subprocess.run(["hostname"], capture_output=True, text=True, check=True)
-        want = {wid for g in workers.pool.groups for wid in g.worker_ids(host.stdout.strip())}
+        want = {wid for g in workers.pool.groups for wid in g.worker_ids(workers.host)}
         workers.start()
         idle = wait_registered(obs, want, REGISTER_TIMEOUT_S)
         if set(idle) != want:

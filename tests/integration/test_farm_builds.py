@@ -145,22 +145,22 @@ def farm(settings, backend, workdir, accel_uploaded) -> Iterator[FarmWorkers]:
     """The dev stack's worker groups on this host, registered, for the whole
     module (both tests' builds run on them)."""
     workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
-    host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
-    want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(host)}
+    want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(workers.host)}
     try:
         t0 = time.monotonic()
         workers.start()
         # The x86_64 worker may take obs-farm-accel (uploaded by accel_uploaded)
         # at once: a registered worker is idle or already building.
-        idle = wait_registered(backend, set(want), REGISTER_TIMEOUT_S, states=("idle", "building"))
+        registered = wait_registered(
+            backend, set(want), REGISTER_TIMEOUT_S, states=("idle", "building")
+        )
         record("worker groups on host registered", f"{time.monotonic() - t0:.0f} s")
         logs = {p.name: p.read_text(errors="replace")[-2000:] for p in workers.logs.iterdir()}
-        assert set(idle) == set(want), f"registered {sorted(idle)}; logs: {logs}"
-        for wid, entry in idle.items():
+        assert set(registered) == set(want), f"registered {sorted(registered)}; logs: {logs}"
+        for wid, entry in registered.items():
             assert entry.hostarch == want[wid].scheduler_arch
             port = int(entry.uri.rsplit(":", 1)[1])
             assert port in want[wid].ports(), (wid, entry.uri)
-        workers.host = host
         yield workers
     finally:
         workers.stop()
@@ -191,7 +191,10 @@ class FarmWorkers:
             "PATH": f"{sbin}:{os.environ['PATH']}",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.host = ""
+        #: The machine name in the worker ids (`<host>:<group>-<n>`).
+        self.host = subprocess.run(
+            ["hostname"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         self.logs = root / "logs"
         self.logs.mkdir()
 

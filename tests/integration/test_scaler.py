@@ -141,8 +141,8 @@ def dispatched(backend, project, arch, host, since) -> float:
     bs_worker's kill (`build --kill`) signals the processes chrooted into the
     build root and leaves an `exit` mark there, which the build script only
     honours once it runs; a kill sent while the worker is still fetching the
-    job's packages is lost and the build runs to its end (two CI runs timed
-    out that way)."""
+    job's packages is lost and the build runs to its end (both start-from-zero
+    tests timed out that way in one CI run)."""
 
     def on_host() -> list[ob.WorkerEntry]:
         status = backend.workerstatus()
