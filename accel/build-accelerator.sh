@@ -4,28 +4,32 @@
 # with their own runtime libraries and dynamic loader, packaged as a .deb of
 # the target architecture that an ARM build root installs like any other.
 #
-#   build-accelerator.sh --target TRIPLET --debs DIR --out DIR [--version V]
-#                        [--allow-revision-skew]
+#   build-accelerator.sh --target TRIPLET (--debs DIR [--installed-binutils] | --installed)
+#                        --out DIR [--version V] [--allow-revision-skew]
 #
 # --debs holds the cross toolchain's packages for this host:
 # cpp-N-TRIPLET, gcc-N-TRIPLET, g++-N-TRIPLET (optional) and binutils-TRIPLET. They are
 # Debian's own cross packages, or the ones built from the build root's gcc
-# source (the OBS package of this farm does that). What the accelerator was
+# source (accel/gcc: gcc-12's packaging run as a cross build in the farm).
+# --installed takes them all from this machine's installed packages (an OBS
+# build root's Build-Depends); --installed-binutils takes only binutils-TRIPLET
+# from there, with the compiler from --debs. What the accelerator was
 # built from is recorded in its accel.conf; activate.sh compares it with the
 # build root's compiler before using anything.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 --target TRIPLET (--debs DIR | --installed) --out DIR [--version V] [--allow-revision-skew]" >&2
+	echo "usage: $0 --target TRIPLET (--debs DIR [--installed-binutils] | --installed) --out DIR [--version V] [--allow-revision-skew]" >&2
 	exit 2
 }
 
-target="" debs="" installed=no out="" version="" skew=no
+target="" debs="" installed=no installed_binutils=no out="" version="" skew=no
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--target) target=${2:-} && shift 2 ;;
 	--debs) debs=${2:-} && shift 2 ;;
 	--installed) installed=yes && shift ;;
+	--installed-binutils) installed_binutils=yes && shift ;;
 	--out) out=${2:-} && shift 2 ;;
 	--version) version=${2:-} && shift 2 ;;
 	--allow-revision-skew) skew=yes && shift ;;
@@ -34,7 +38,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$target" ] || [ -z "$out" ]; then usage; fi
 if [ "$installed" = yes ]; then
-	[ -z "$debs" ] || usage
+	if [ -n "$debs" ] || [ "$installed_binutils" = yes ]; then usage; fi
 elif [ ! -d "$debs" ]; then
 	usage
 fi
@@ -86,8 +90,16 @@ gccmajor=${gccmajor#cpp-}
 gccmajor=${gccmajor%%-*}
 gcc_pkg=$(find_pkg "gcc-$gccmajor-$target")
 [ -n "$gcc_pkg" ] || fail "no gcc-$gccmajor-$target package $where"
-binutils_pkg=$(find_pkg "binutils-$target")
-[ -n "$binutils_pkg" ] || fail "no binutils-$target package $where"
+if [ "$installed_binutils" = yes ]; then
+	binutils_pkg=$(dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "binutils-$target" 2>/dev/null |
+		awk '$1 == "ii" { print $2 }')
+	[ -n "$binutils_pkg" ] || fail "no binutils-$target package installed on this machine"
+	binutils_from=$(dpkg-query -W -f '${Version}' "$binutils_pkg")
+else
+	binutils_pkg=$(find_pkg "binutils-$target")
+	[ -n "$binutils_pkg" ] || fail "no binutils-$target package $where"
+	binutils_from=$(field "$binutils_pkg" Version)
+fi
 gxx_pkg=$(find_pkg "g++-$gccmajor-$target")
 
 # The native gcc version this cross compiler was built from: Debian's cross
@@ -96,13 +108,20 @@ gxx_pkg=$(find_pkg "g++-$gccmajor-$target")
 gcc_from=$(field "$cpp_pkg" Built-Using | tr ',' '\n' |
 	sed -n "s/^ *gcc-$gccmajor (= \(.*\))$/\1/p")
 [ -n "$gcc_from" ] || gcc_from=$(field "$cpp_pkg" Version)
-binutils_from=$(field "$binutils_pkg" Version)
 [ -n "$version" ] || version="$gcc_from+accel1"
 
 if [ -n "$stage" ]; then
-	for deb in "$cpp_pkg" "$gcc_pkg" "$binutils_pkg" ${gxx_pkg:+"$gxx_pkg"}; do
+	for deb in "$cpp_pkg" "$gcc_pkg" ${gxx_pkg:+"$gxx_pkg"}; do
 		dpkg-deb -x "$deb" "$stage"
 	done
+	if [ "$installed_binutils" = yes ]; then
+		# The installed package's files, where its .deb would have put them.
+		dpkg-query -L "$binutils_pkg" | while read -r f; do
+			if [ -f "$f" ] || [ -L "$f" ]; then cp -a --parents "$f" "$stage"; fi
+		done
+	else
+		dpkg-deb -x "$binutils_pkg" "$stage"
+	fi
 fi
 
 prefix=/usr/lib/obs-farm-accel/$target

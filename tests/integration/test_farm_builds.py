@@ -16,6 +16,11 @@ armv7l under qemu-user; the .debs must hold ELF files of the right machine.
 It was chosen as the smallest real package with a test suite whose build
 needs nothing beyond build-essential and debhelper (the heavier ones are
 bench/packages' subject).
+
+Everything is uploaded before the worker groups start, so the builds run
+at once: the emulated ones on the ARM groups, and meanwhile, on the x86_64
+group, the native build, the accelerator, and the stand-in of the
+accelerator built from the compiler's own source (accel_standin.py).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from components import cloudinit
 from components.topology import azure_worker_pool
 from config import load_settings
 from estimate.workload import load_workload
-from tests.integration import debian_base
+from tests.integration import accel_standin, debian_base
 from tests.integration import obs_backend as ob
 from tests.integration.farm import farm_backend, record, require_host, scratch_dir, wait_registered
 from tools import jobhistory
@@ -108,14 +113,31 @@ def backend(settings, workdir, real_source) -> Iterator[ob.ObsBackend]:
 
 
 @pytest.fixture(scope="module")
+def lab_uploaded(backend, real_source) -> float:
+    """The real package uploaded for every architecture, pinned to its
+    group; the time of the upload."""
+    since = time.time()
+    backend.create_package(
+        "lab", REAL_PACKAGE[0], real_source, extra_files={"_constraints": pin_constraints()}
+    )
+    return since
+
+
+@pytest.fixture(scope="module")
+def standin_uploaded(backend) -> float:
+    """accel_standin's packages, for the x86_64 group; the upload's time."""
+    return accel_standin.upload(backend, ("Debian:12", "main"))
+
+
+@pytest.fixture(scope="module")
 def accel_uploaded(backend, real_source) -> float:
     """The accelerator's project (accel/prjconf) with obs-farm-accel and the
     real package (for ACCEL_ARCHS) uploaded; the time of the upload. Done
     before the workers start, so everything builds at once on the two cores:
-    the x86_64 worker builds obs-farm-accel first; the accelerated build of
+    the x86_64 worker builds obs-farm-accel among its jobs; the accelerated build of
     the real package waits for it (its build root needs obs-farm-accel, which
     OBS resolves once the x86_64 build is exported), then for its worker
-    group, whose first job is the emulated build of the first test."""
+    group, whose first job is the emulated build (lab_uploaded)."""
     extra = debian_base.ensure_base(
         "x86_64",
         debian_base.BUILD_PACKAGES
@@ -141,16 +163,17 @@ def accel_uploaded(backend, real_source) -> float:
 
 
 @pytest.fixture(scope="module")
-def farm(settings, backend, workdir, accel_uploaded) -> Iterator[FarmWorkers]:
+def farm(
+    settings, backend, workdir, lab_uploaded, accel_uploaded, standin_uploaded
+) -> Iterator[FarmWorkers]:
     """The dev stack's worker groups on this host, registered, for the whole
-    module (both tests' builds run on them)."""
+    module (every test's builds run on them; all were uploaded before)."""
     workers = FarmWorkers(settings, workdir / "farm", backend.reposerver)
     want = {wid: g for g in workers.pool.groups for wid in g.worker_ids(workers.host)}
     try:
         t0 = time.monotonic()
         workers.start()
-        # The x86_64 worker may take obs-farm-accel (uploaded by accel_uploaded)
-        # at once: a registered worker is idle or already building.
+        # A worker may take a job at once: registered is idle or building.
         registered = wait_registered(
             backend, set(want), REGISTER_TIMEOUT_S, states=("idle", "building")
         )
@@ -253,14 +276,21 @@ def assert_real_build(backend: ob.ObsBackend, project: str, arch: str, debs: dic
         assert line in log, (arch, line, log[-3000:])
 
 
-def test_real_package_builds_on_our_worker_groups(backend, workdir, real_source, farm):
-    name = REAL_PACKAGE[0]
-    since = time.time()
-    backend.create_package(
-        "lab", name, real_source, extra_files={"_constraints": pin_constraints()}
+def test_accelerator_follows_its_compiler_source(backend, workdir, standin_uploaded, farm):
+    """accel_standin.py's check. It is the module's first test so that it
+    runs while the emulated builds of the others keep the ARM groups busy."""
+    times = accel_standin.check(backend, workdir / "standin", standin_uploaded, BUILD_TIMEOUT_S)
+    record("accel from source: toycc, accelerator, user built", f"{times['first round']:.0f} s")
+    record(
+        "accel from source: toycc bumped -> accelerator rebuilt by OBS",
+        f"{times['accelerator rebuilt']:.0f} s",
     )
+
+
+def test_real_package_builds_on_our_worker_groups(backend, workdir, lab_uploaded, farm):
+    name = REAL_PACKAGE[0]
     results = backend.wait_builds(
-        "lab", "Debian_12", name, list(ARCHS), BUILD_TIMEOUT_S, since=since
+        "lab", "Debian_12", name, list(ARCHS), BUILD_TIMEOUT_S, since=lab_uploaded
     )
     seconds = {a: r.job_seconds or r.wall_seconds for a, r in results.items()}
     for arch, result in results.items():
@@ -392,8 +422,8 @@ def test_accelerated_builds_match_the_emulated_ones(backend, workdir, accel_uplo
     emulated builds of test_real_package_builds_on_our_worker_groups, and a
     library whose sections are those of the emulated build's except the ones
     ELF_MAY_DIFFER names. (obs-farm-accel and this build were uploaded by
-    the accel_uploaded fixture, before the first test's builds, so that they
-    build beside them on the module's workers.)"""
+    the accel_uploaded fixture, before the workers started, so that they
+    build beside the others on the module's workers.)"""
     name = REAL_PACKAGE[0]
     since = accel_uploaded
     accel = backend.wait_build(

@@ -117,9 +117,31 @@ def test_a_missing_host_tool_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "args",
+    [
+        ["--installed", "--debs", "/tmp"],
+        ["--installed", "--installed-binutils"],
+        ["--installed-binutils"],  # the compiler must come from somewhere
+    ],
+)
+def test_build_accelerator_refuses_mixed_sources(tmp_path, args):
+    """--installed takes everything from the machine; --installed-binutils
+    only binutils, beside --debs."""
+    proc = subprocess.run(
+        [str(ACCEL / "build-accelerator.sh"), "--target", "aarch64-linux-gnu",
+         "--out", str(tmp_path), *args],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("usage: ") and "--installed-binutils" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "script, shell, strict",
     [
         ("build-accelerator.sh", "#!/bin/bash\n", "set -euo pipefail\n"),
+        ("../bench/accel-gcc/build.sh", "#!/bin/bash\n", "set -euo pipefail\n"),
         # Runs in the build root, whose /bin/sh is dash: no pipefail there.
         ("activate.sh", "#!/bin/sh\n", "set -eu\n"),
     ],
