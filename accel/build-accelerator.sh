@@ -114,15 +114,12 @@ if [ -n "$stage" ]; then
 	for deb in "$cpp_pkg" "$gcc_pkg" ${gxx_pkg:+"$gxx_pkg"}; do
 		dpkg-deb -x "$deb" "$stage"
 	done
-	if [ "$installed_binutils" = yes ]; then
-		# The installed package's files, where its .deb would have put them.
-		dpkg-query -L "$binutils_pkg" | while read -r f; do
-			if [ -f "$f" ] || [ -L "$f" ]; then cp -a --parents "$f" "$stage"; fi
-		done
-	else
-		dpkg-deb -x "$binutils_pkg" "$stage"
-	fi
+	[ "$installed_binutils" = yes ] || dpkg-deb -x "$binutils_pkg" "$stage"
 fi
+
+# Where binutils' files are: the stage, or / when they are installed here.
+binroot=$stage
+[ "$installed_binutils" = no ] || binroot=""
 
 prefix=/usr/lib/obs-farm-accel/$target
 root=$work/root
@@ -132,8 +129,8 @@ mkdir -p "$dest/bin" "$dest/lib" "$dest/wrap"
 libexec=$stage/usr/lib/gcc-cross/$target/$gccmajor
 install -m 0755 "$libexec/cc1" "$dest/bin/cc1"
 [ -z "$gxx_pkg" ] || install -m 0755 "$libexec/cc1plus" "$dest/bin/cc1plus"
-install -m 0755 "$stage/usr/bin/$target-as" "$dest/bin/as"
-install -m 0755 "$stage/usr/bin/$target-ld.bfd" "$dest/bin/ld.bfd"
+install -m 0755 "$binroot/usr/bin/$target-as" "$dest/bin/as"
+install -m 0755 "$binroot/usr/bin/$target-ld.bfd" "$dest/bin/ld.bfd"
 # The gcc driver always hands the linker its LTO plugin; a host linker needs
 # the host build of it.
 install -m 0644 "$libexec/liblto_plugin.so" "$dest/lib/liblto_plugin.so"

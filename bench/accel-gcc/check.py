@@ -82,6 +82,21 @@ def differing(root: Path, a: str, b: str) -> list[str]:
     ]
 
 
+def beyond_comment(root: Path, a: str, b: str) -> list[str]:
+    """The outputs that still differ without .comment and the build-id (what
+    names the compiler's Debian revision): a difference in the code."""
+    strip = "--remove-section .comment --remove-section .note.gnu.build-id"
+    out = []
+    for name in OUTPUTS:
+        script = (
+            f"cd /tmp/src && objcopy {strip} {a}/{name} {a}/{name}.cmp && "
+            f"objcopy {strip} {b}/{name} {b}/{name}.cmp && cmp -s {a}/{name}.cmp {b}/{name}.cmp"
+        )
+        if run(["chroot", str(root), "/bin/sh", "-c", script]).returncode != 0:
+            out.append(name)
+    return out
+
+
 def switch(root: Path, deb: Path, remove: str | None) -> str:
     if remove:
         in_root(root, f"dpkg -r {remove}")
@@ -136,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             debian_line = switch(root, debian_deb, pkg)
             debian = compiled(root, "deb", args.arch)
         own_diff, debian_diff = differing(root, "emu", "own"), differing(root, "emu", "deb")
+        debian_code = beyond_comment(root, "emu", "deb")
     print(f"from source ({deb.name}):\n  {own_line}")
     print(f"  differs from the emulated compiler's output in: {own_diff or 'nothing'}")
     print(f"Debian 12's cross packages ({debian_deb.name}):\n  {debian_line}")
     print(f"  differs from the emulated compiler's output in: {debian_diff or 'nothing'}")
+    print(f"  ... and without .comment and the build-id in: {debian_code or 'nothing'}")
     print(f"compile and link, emulated / from source / Debian's: "
           f"{emulated:.1f} s / {own:.1f} s / {debian:.1f} s")  # fmt: skip
     ok = "accelerating" in own_line and "(exact versions)" in own_line and not own_diff

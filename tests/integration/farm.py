@@ -34,14 +34,16 @@ def require_host() -> None:
 
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
-    """World-searchable (the daemons run as obsrun), outside pytest's 0700 tmp."""
+    """World-searchable (the daemons run as obsrun), outside pytest's 0700 tmp.
+    OBS_FARM_KEEP_SCRATCH=1 keeps it afterwards (backend and worker logs)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     path.chmod(0o755)
     try:
         yield path
     finally:
         ob.unmount_below(path)
-        shutil.rmtree(path, ignore_errors=True)
+        if not os.environ.get("OBS_FARM_KEEP_SCRATCH"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
