@@ -59,14 +59,16 @@ fail() {
 	exit 1
 }
 
+installed_pkg() { # the one installed package whose name matches the glob $1
+	dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "$1" 2>/dev/null |
+		awk '$1 == "ii" { print $2 }' | head -n 1
+}
+
 # The toolchain comes from .deb files (unpacked into a stage) or from the
 # packages installed on this machine (an OBS build root's Build-Depends).
 if [ "$installed" = yes ]; then
 	stage=""
-	find_pkg() { # the one installed package whose name matches the glob $1
-		dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "$1" 2>/dev/null |
-			awk '$1 == "ii" { print $2 }' | head -n 1
-	}
+	find_pkg() { installed_pkg "$1"; }
 	field() { dpkg-query -W -f "\${$2}" "$1"; }
 	where="installed on this machine"
 else
@@ -91,8 +93,7 @@ gccmajor=${gccmajor%%-*}
 gcc_pkg=$(find_pkg "gcc-$gccmajor-$target")
 [ -n "$gcc_pkg" ] || fail "no gcc-$gccmajor-$target package $where"
 if [ "$installed_binutils" = yes ]; then
-	binutils_pkg=$(dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' "binutils-$target" 2>/dev/null |
-		awk '$1 == "ii" { print $2 }')
+	binutils_pkg=$(installed_pkg "binutils-$target")
 	[ -n "$binutils_pkg" ] || fail "no binutils-$target package installed on this machine"
 	binutils_from=$(dpkg-query -W -f '${Version}' "$binutils_pkg")
 else

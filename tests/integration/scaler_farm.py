@@ -92,6 +92,14 @@ class Machine:
     def worker_ids(self) -> set[str]:
         return {wid for g in self.pool.groups for wid in g.worker_ids(self.host)}
 
+    def build_root(self, workerid: str) -> Path:
+        """The build root of this machine's worker `<host>:<group>-<n>`, where
+        obs-farm-worker.sh puts it (`<work_dir>/<group>/<n>/root`)."""
+        host, instance = workerid.split(":", 1)
+        assert host == self.host, (workerid, self.host)
+        group, n = instance.rsplit("-", 1)
+        return Path(self.pool.work_dir) / group / n / "root"
+
     def start(self) -> None:
         for g in self.pool.groups:
             for n in range(1, g.instances + 1):

@@ -174,9 +174,7 @@ def dispatched(backend, project, arch, machine: Machine, since) -> float:
     try:
         wait_for(f"{project}'s {arch} job to be aborted", lambda: not on_host(), 10, 0.5)
     except AssertionError:
-        group, n = entry.workerid.split(":", 1)[1].rsplit("-", 1)
-        mark = machine.root / "work" / group / n / "root" / "exit"
-        mark.touch()
+        (machine.build_root(entry.workerid) / "exit").touch()
         wait_for(f"{project}'s {arch} job to stop at the exit mark", lambda: not on_host(), 60, 0.5)
         log = [line.strip() for line in backend.build_log(project, REPO_NAME, arch, "hello-obs")
                .splitlines() if line.strip()]  # fmt: skip
