@@ -14,8 +14,10 @@ rendered config (farm.farm_backend), the dev stack's worker groups run by
 cloud-init/obs-farm-worker.sh (test_farm_builds.FarmWorkers) and jobs pinned
 to them by host label (test_farm_builds.pin_constraints). Accelerated builds
 follow test_accelerated_builds_match_the_emulated_ones: obs-farm-accel is
-built by OBS on x86_64 from accel/ and handed to the ARM build roots by
-accel/prjconf.
+built by OBS on x86_64 and handed to the ARM build roots by accel/prjconf:
+from the build root's own gcc source (accel/gcc, the only accelerator with
+exact versions on Debian 12) for the architectures --accel-from-source names,
+aarch64 by default, and from Debian's cross packages (accel/) for the others.
 
 Builds run one at a time (one package, one mode), so every wall time is that
 of a build alone on the machine. For each build it records the job's time on
@@ -31,7 +33,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -77,6 +81,15 @@ BASE_PROJECT, BASE_REPO = "Debian:12", "main"
 PLAIN_PROJECT, ACCEL_PROJECT = "bench", "bench:accel"
 REPO = "Debian_12"
 ACCEL_PACKAGE = "obs-farm-accel"
+#: The accelerator built from the build root's own gcc-12 source (accel/gcc),
+#: in a project of its own: it makes the same binary packages as accel/.
+ACCEL_GCC_PROJECT, ACCEL_GCC_PACKAGE = "bench:accel-gcc", "obs-farm-accel-gcc"
+ACCEL_GCC_SRC = ROOT / "accel" / "gcc"
+#: What accel/gcc's debian/rules builds unless told otherwise; OBS passes no
+#: environment, so the benchmark narrows it in the uploaded copy.
+ACCEL_TARGETS_LINE = re.compile(r"^ACCEL_TARGETS \?= .*$", re.M)
+#: gcc's Debian architecture (debian/target) per OBS architecture.
+DEB_ARCH = {"aarch64": "arm64", "armv7l": "armhf"}
 #: Exported accelerator package each ARM build root gets (accel/prjconf).
 ACCEL_BINARY = {
     "aarch64": "obs-farm-accel-aarch64-linux-gnu",
@@ -84,6 +97,9 @@ ACCEL_BINARY = {
 }
 REGISTER_TIMEOUT_S = 120
 ACCEL_BUILD_TIMEOUT_S = 3600
+#: gcc-12 took 36 minutes per target under dpkg-buildpackage here
+#: (bench/accel-gcc); three hours leaves room for both targets.
+ACCEL_GCC_BUILD_TIMEOUT_S = 3 * 3600
 #: How long `unresolvable` may last before it counts: the scheduler can see a
 #: new package before it has the accelerator the x86_64 build exported.
 UNRESOLVABLE_GRACE_S = 300
@@ -107,9 +123,13 @@ class Mode:
     def accel(self) -> bool:
         return self.name.endswith("+accel")
 
-    @property
-    def project(self) -> str:
-        return ACCEL_PROJECT if self.accel else PLAIN_PROJECT
+    def project(self, from_source: frozenset[str]) -> str:
+        """The OBS project this mode builds in: plain, or the one whose
+        accelerator is built from gcc's source (for an architecture in
+        `from_source`) or from Debian's cross packages."""
+        if not self.accel:
+            return PLAIN_PROJECT
+        return ACCEL_GCC_PROJECT if self.arch in from_source else ACCEL_PROJECT
 
 
 def parse_packages(text: str) -> list[tuple[str, str]]:
@@ -136,6 +156,39 @@ def parse_modes(text: str) -> list[Mode]:
             f"--modes must be a list of {', '.join(MODES)}; got {text!r}"
         )
     return [Mode(m) for m in dict.fromkeys(names)]
+
+
+def parse_from_source(text: str) -> frozenset[str]:
+    """`aarch64,armv7l` (or `none`) -> the emulated architectures whose
+    accelerator is built from the build root's own gcc source."""
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    if names == ["none"]:
+        return frozenset()
+    bad = [a for a in names if a not in DEB_ARCH]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--accel-from-source must be `none` or a list of {', '.join(DEB_ARCH)}; got {text!r}"
+        )
+    return frozenset(names)
+
+
+def accel_gcc_source(dest: Path, archs: Sequence[str]) -> Path:
+    """The obs-farm-accel-gcc source tree as OBS gets it, in `dest`: accel/gcc's
+    debian/ with the scripts it calls from accel/, building only the targets
+    of `archs` (OBS architectures). Returns the tree's directory."""
+    targets = " ".join(DEB_ARCH[a] for a in sorted(archs, key=ARCHS.index))
+    if not targets:
+        raise ValueError("accel_gcc_source: no target architecture")
+    tree = dest / ACCEL_GCC_PACKAGE
+    shutil.copytree(ACCEL_GCC_SRC / "debian", tree / "debian", symlinks=True)
+    for script in ("build-accelerator.sh", "accel-exec.c", "activate.sh"):
+        shutil.copy2(ROOT / "accel" / script, tree / script)
+    rules = tree / "debian" / "rules"
+    text, n = ACCEL_TARGETS_LINE.subn(f"ACCEL_TARGETS ?= {targets}", rules.read_text())
+    if n != 1:
+        raise ValueError(f"{rules}: expected one `ACCEL_TARGETS ?=` line, found {n}")
+    rules.write_text(text)
+    return tree
 
 
 _STAMP = re.compile(r"^\[\s*(\d+)s\] ?(.*)$")
@@ -333,11 +386,12 @@ def stop_build(obs: ob.ObsBackend, project: str, arch: str, name: str) -> None:
 def bench_full(
     sources: Mapping[str, list[Path]],
     archs: Sequence[str],
-    accel: bool,
+    accel_projects: Sequence[str],
     default_set: bool,
 ) -> dict[str, list[debian_base.BaseSet]]:
     """Per architecture, every chosen package's build dependencies (and on
-    x86_64 the accelerator's, as the integration tier resolves them)."""
+    x86_64 those of the accelerators `accel_projects` build, as the
+    integration tier resolves them)."""
     needs: set[str] = set()
     for files in sources.values():
         (dsc,) = [p for p in files if p.suffix == ".dsc"]
@@ -347,14 +401,17 @@ def bench_full(
     # subset does not prune the full set's download.
     cache = debian_base.TEST_CACHE / "obs-lab-bench" / ("default" if default_set else "custom")
     sets = {a: [debian_base.ensure_base(a, base + tuple(sorted(needs)), cache)] for a in archs}
-    if accel:
-        sets.setdefault(NATIVE, []).append(
-            debian_base.ensure_base(
-                NATIVE,
-                base + tuple(debian_base.source_build_depends(ACCEL_SRC / "debian" / "control")),
-                cache_root=debian_base.TEST_CACHE / "obs-lab-accel",
+    for project, src, cache_name in (
+        (ACCEL_PROJECT, ACCEL_SRC, "obs-lab-accel"),
+        (ACCEL_GCC_PROJECT, ACCEL_GCC_SRC, "obs-lab-accel-gcc"),
+    ):
+        if project in accel_projects:
+            deps = debian_base.source_build_depends(src / "debian" / "control")
+            sets.setdefault(NATIVE, []).append(
+                debian_base.ensure_base(
+                    NATIVE, base + tuple(deps), cache_root=debian_base.TEST_CACHE / cache_name
+                )
             )
-        )
     return sets
 
 
@@ -365,23 +422,25 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.packages: list[tuple[str, str]] = args.packages
         self.modes: list[Mode] = args.modes
+        self.from_source: frozenset[str] = args.accel_from_source
         self.timeout: float = args.timeout
         self.json_out: Path | None = args.json
         self.log_dir: Path | None = args.log_dir
         self.records: list[BuildRecord] = []
-        self.accelerator: dict[str, Any] = {}
+        #: Per accelerator project: its build's status, job time, log tail.
+        self.accelerator: dict[str, dict[str, Any]] = {}
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def run(self) -> None:
         print("fetching sources ...", flush=True)
         sources = {n: debian_base.ensure_source(n, v) for n, v in self.packages}
-        accel = any(m.accel for m in self.modes)
+        accel_projects = self.accel_projects()
         archs = sorted({m.arch for m in self.modes}, key=ARCHS.index)
         default_set = sorted(self.packages) == sorted(DEFAULT_PACKAGES)
         settings = load_settings(read_stack_config("dev"))
         with scratch_dir("obs-farm-bench-packages-") as workdir:
             print("resolving build dependencies ...", flush=True)
-            full = bench_full(sources, archs, accel, default_set)
+            full = bench_full(sources, archs, list(accel_projects), default_set)
             with farm_backend(settings, workdir) as obs:
                 obs.setup_debian_project(list(ARCHS))
                 for arch, bases in full.items():
@@ -389,23 +448,31 @@ class Bench:
                         obs.add_to_full(BASE_PROJECT, BASE_REPO, arch, base)
                 paths = [(BASE_PROJECT, BASE_REPO)]
                 obs.create_project(PLAIN_PROJECT, REPO, paths, list(ARCHS))
-                if accel:
-                    prjconf = (ACCEL_SRC / "prjconf").read_text()
-                    obs.create_project(ACCEL_PROJECT, REPO, paths, list(ARCHS), prjconf)
+                prjconf = (ACCEL_SRC / "prjconf").read_text()
+                for project in accel_projects:
+                    obs.create_project(project, REPO, paths, list(ARCHS), prjconf)
                 workers = FarmWorkers(settings, workdir / "farm", obs.reposerver)
                 try:
-                    self._with_workers(obs, workers, sources, accel)
+                    self._with_workers(obs, workers, sources, accel_projects)
                 finally:
                     workers.stop()
         print()
         print(render_tables(self.records, self.modes))
+
+    def accel_projects(self) -> dict[str, list[str]]:
+        """Accelerator project -> the ARM architectures it accelerates."""
+        out: dict[str, list[str]] = {}
+        for mode in self.modes:
+            if mode.accel:
+                out.setdefault(mode.project(self.from_source), []).append(mode.arch)
+        return out
 
     def _with_workers(
         self,
         obs: ob.ObsBackend,
         workers: FarmWorkers,
         sources: Mapping[str, list[Path]],
-        accel: bool,
+        accel_projects: Mapping[str, list[str]],
     ) -> None:
         want = {wid for g in workers.pool.groups for wid in g.worker_ids(workers.host)}
         workers.start()
@@ -413,13 +480,14 @@ class Bench:
         if set(idle) != want:
             logs = {p.name: p.read_text(errors="replace")[-1500:] for p in workers.logs.iterdir()}
             raise SystemExit(f"workers registered: {sorted(idle)} of {sorted(want)}; {logs}")
-        accel_ok = accel and self._build_accelerator(obs)
+        accel_ok = {p: self._build_accelerator(obs, p, a) for p, a in accel_projects.items()}
         for name, version in self.packages:
             for mode in self.modes:
-                if mode.accel and not accel_ok:
+                project = mode.project(self.from_source)
+                if mode.accel and not accel_ok[project]:
                     record = BuildRecord(
-                        name, version, mode.name, mode.project, mode.arch, "", "skipped",
-                        details="the accelerator did not build",
+                        name, version, mode.name, project, mode.arch, "", "skipped",
+                        details=f"the accelerator of {project} did not build",
                     )  # fmt: skip
                 else:
                     record = self._build(obs, mode, name, version, sources[name])
@@ -427,24 +495,47 @@ class Bench:
                 self._report(record)
                 self._write_json()
 
-    def _build_accelerator(self, obs: ob.ObsBackend) -> bool:
-        print("building obs-farm-accel on x86_64 ...", flush=True)
+    def _build_accelerator(self, obs: ob.ObsBackend, project: str, archs: Sequence[str]) -> bool:
+        """Build `project`'s accelerator on x86_64 and wait until the ARM
+        repositories of `archs` have it; False (and why, in the JSON) if not."""
         since = time.time()
-        obs.create_package(ACCEL_PROJECT, ACCEL_PACKAGE, ACCEL_SRC, build_archs=[NATIVE])
-        result = obs.wait_build(
-            ACCEL_PROJECT, REPO, NATIVE, ACCEL_PACKAGE, ACCEL_BUILD_TIMEOUT_S, since
-        )
-        self.accelerator = {"status": result.status, "job_seconds": result.job_seconds}
-        print(f"obs-farm-accel x86_64: {result.status}, job {_secs(result.job_seconds)}")
+        if project == ACCEL_GCC_PROJECT:
+            package, timeout = ACCEL_GCC_PACKAGE, ACCEL_GCC_BUILD_TIMEOUT_S
+            with tempfile.TemporaryDirectory(prefix="obs-farm-accel-gcc-") as tmp:
+                tree = accel_gcc_source(Path(tmp), archs)
+                obs.create_package(project, package, tree, build_archs=[NATIVE])
+        else:
+            package, timeout = ACCEL_PACKAGE, ACCEL_BUILD_TIMEOUT_S
+            obs.create_package(project, package, ACCEL_SRC, build_archs=[NATIVE])
+        print(f"building {package} in {project} on x86_64 for {', '.join(archs)} ...", flush=True)
+        result = obs.wait_build(project, REPO, NATIVE, package, timeout, since)
+        record: dict[str, Any] = {
+            "package": package,
+            "archs": list(archs),
+            "status": result.status,
+            "job_seconds": result.job_seconds,
+        }
+        self.accelerator[project] = record
+        print(f"{package} x86_64: {result.status}, job {_secs(result.job_seconds)}", flush=True)
+        log = obs.build_log(project, REPO, NATIVE, package)
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / f"{package}_x86_64.log").write_text(log)
+        # accel/gcc's rules print the gcc build's own time per target.
+        record["lines"] = [
+            m[2] if (m := _STAMP.match(line)) else line
+            for line in log.splitlines()
+            if "obs-farm-accel-gcc: gcc-12 for" in line
+        ]
         if result.status != "succeeded":
-            log = obs.build_log(ACCEL_PROJECT, REPO, NATIVE, ACCEL_PACKAGE)
-            self.accelerator["log_tail"] = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
-            print(self.accelerator["log_tail"])
+            record["log_tail"] = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
+            print(record["log_tail"])
+            self._write_json()
             return False
         # The x86_64 build's packages reach the ARM repositories by export;
         # wait until each ARM scheduler has them.
-        for arch in sorted({m.arch for m in self.modes if m.accel}):
-            listing = f"/build/{ACCEL_PROJECT}/{REPO}/{arch}/_repository"
+        for arch in archs:
+            listing = f"/build/{project}/{REPO}/{arch}/_repository"
             binary = ACCEL_BINARY[arch].encode()
 
             def exported(path: str = listing, name: bytes = binary) -> bool:
@@ -453,20 +544,23 @@ class Bench:
             try:
                 ob.wait_until(exported, 300, f"{ACCEL_BINARY[arch]} exported to {arch}", 5.0)
             except ob.HarnessError as err:
-                self.accelerator["error"] = str(err)
+                record["error"] = str(err)
                 print(err)
+                self._write_json()
                 return False
+        self._write_json()
         return True
 
     def _build(
         self, obs: ob.ObsBackend, mode: Mode, name: str, version: str, files: list[Path]
     ) -> BuildRecord:
         obs_name = f"{name}-{mode.arch}"
-        print(f"{name} {version} {mode.name}: building ...", flush=True)
-        record = BuildRecord(name, version, mode.name, mode.project, mode.arch, obs_name, "")
+        project = mode.project(self.from_source)
+        print(f"{name} {version} {mode.name} ({project}): building ...", flush=True)
+        record = BuildRecord(name, version, mode.name, project, mode.arch, obs_name, "")
         since = time.time()
         obs.create_package(
-            mode.project,
+            project,
             obs_name,
             files,
             extra_files={"_constraints": pin_constraints()},
@@ -474,9 +568,9 @@ class Bench:
             use_for_build=False,
         )
         try:
-            result = wait_final(obs, mode.project, mode.arch, obs_name, self.timeout, since)
+            result = wait_final(obs, project, mode.arch, obs_name, self.timeout, since)
         except ob.BuildTimeout as err:
-            stop_build(obs, mode.project, mode.arch, obs_name)
+            stop_build(obs, project, mode.arch, obs_name)
             record.status, record.details = "timeout", str(err)[:500]
             record.wall_seconds = time.time() - since
             return record
@@ -484,7 +578,7 @@ class Bench:
         record.workerid, record.job_seconds = result.workerid, result.job_seconds
         record.wall_seconds = result.wall_seconds
         try:
-            log = obs.build_log(mode.project, REPO, mode.arch, obs_name)
+            log = obs.build_log(project, REPO, mode.arch, obs_name)
         except ob.HarnessError as err:  # unresolvable/broken: no log
             log = f"(no build log: {err})"
         record.phases = log_phases(log)
@@ -520,6 +614,7 @@ class Bench:
             "cpus": os.cpu_count(),
             "packages": [f"{n}={v}" for n, v in self.packages],
             "modes": [m.name for m in self.modes],
+            "accel_from_source": sorted(self.from_source),
             "accelerator": self.accelerator,
             "builds": [asdict(r) for r in self.records],
         }
@@ -539,6 +634,14 @@ def main() -> None:
         type=parse_modes,
         default=[Mode(m) for m in MODES],
         help=f"comma-separated, of {','.join(MODES)} (default: all)",
+    )
+    ap.add_argument(
+        "--accel-from-source",
+        type=parse_from_source,
+        default=frozenset({"aarch64"}),
+        help="emulated architectures whose accelerator is built by OBS from the build root's "
+        "own gcc-12 source (accel/gcc, about 35 minutes per target), the others' from Debian's "
+        "cross packages (accel/); `none` or a list of aarch64,armv7l (default: aarch64)",
     )
     ap.add_argument("--json", type=Path, help="write every build's numbers here")
     ap.add_argument("--log-dir", type=Path, help="keep every build log here")
