@@ -61,7 +61,10 @@ from tests.integration.farm import (  # noqa: E402
 from tests.integration.test_farm_builds import (  # noqa: E402
     ACCEL_SRC,
     FarmWorkers,
+    deb_manifest,
+    elf_sections,
     pin_constraints,
+    without_build_id,
 )
 from tools.offline import read_stack_config  # noqa: E402
 
@@ -293,9 +296,14 @@ def _ratio(value: float | None, native: float | None) -> str:
     return "" if value is None or not native else f" ({value / native:.1f}x)"
 
 
-def render_tables(records: Sequence[BuildRecord], modes: Sequence[Mode]) -> str:
-    """Markdown: per package its phases per mode, then the summary tables
-    (whole job with ratios to native, and the tests alone)."""
+def render_tables(
+    records: Sequence[BuildRecord],
+    modes: Sequence[Mode],
+    comparisons: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> str:
+    """Markdown: per package its phases per mode and what compare_builds
+    found, then the summary tables (whole job with ratios to native, and the
+    tests alone)."""
     names = list(dict.fromkeys(r.package for r in records))
     by = {(r.package, r.mode): r for r in records}
     out = []
@@ -321,6 +329,8 @@ def render_tables(records: Sequence[BuildRecord], modes: Sequence[Mode]) -> str:
         for r in records:
             if r.package == name and r.accel_lines:
                 out.append(f"\n{r.mode}: `{r.accel_lines[0]}`")
+        for arch, c in (comparisons or {}).get(name, {}).items():
+            out.append(f"\n{arch}+accel against {arch}: {c['summary']}")
         out.append("")
     for title, pick in (
         ("Whole job on the worker (ratio to x86_64 native)", lambda r: r.job_seconds),
@@ -348,6 +358,70 @@ def render_tables(records: Sequence[BuildRecord], modes: Sequence[Mode]) -> str:
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def compare_builds(fast: Mapping[str, Path], slow: Mapping[str, Path]) -> dict[str, Any]:
+    """An accelerated build's .debs (by binary package) against the emulated
+    build's: the same binary packages, the same files and relationships in
+    each (test_farm_builds.deb_manifest), and every ELF file byte for byte,
+    or the sections in which it differs. Detached debug files are named by
+    build-id, so one that differs is matched by its name without it."""
+    out: dict[str, Any] = {
+        "packages": sorted(fast),
+        "same_packages": set(fast) == set(slow),
+        "manifests_differ": [],
+        "elf_identical": [],
+        "elf_differ": {},
+        "elf_unmatched": [],
+    }
+    for pkg in sorted(set(fast) & set(slow)):
+        if deb_manifest(fast[pkg]) != deb_manifest(slow[pkg]):
+            out["manifests_differ"].append(pkg)
+        a, b = (
+            {p: d for p, d in ob.deb_files(x[pkg]).items() if d.startswith(b"\x7fELF")}
+            for x in (fast, slow)
+        )
+        for path in sorted(set(a) & set(b)):
+            if a[path] == b[path]:
+                out["elf_identical"].append(path)
+            else:
+                out["elf_differ"][path] = _sections_differ(a[path], b[path])
+        rest_a = {without_build_id(p): p for p in set(a) - set(b)}
+        rest_b = {without_build_id(p): p for p in set(b) - set(a)}
+        for key in sorted(set(rest_a) & set(rest_b)):
+            out["elf_differ"][key] = _sections_differ(a[rest_a[key]], b[rest_b[key]])
+        unmatched = (set(a) - set(b)) | (set(b) - set(a))
+        out["elf_unmatched"] += sorted(
+            p for p in unmatched if without_build_id(p) not in set(rest_a) & set(rest_b)
+        )
+    return out
+
+
+def _sections_differ(a: bytes, b: bytes) -> list[str]:
+    sa, sb = elf_sections(a), elf_sections(b)
+    return sorted(s for s in set(sa) | set(sb) if sa.get(s) != sb.get(s))
+
+
+def compare_summary(c: Mapping[str, Any]) -> str:
+    """One line for the table: what compare_builds found."""
+    parts = [
+        "same binary packages" if c["same_packages"] else "different binary packages",
+        "same files and relationships"
+        if not c["manifests_differ"]
+        else "files or relationships differ in " + ", ".join(c["manifests_differ"]),
+    ]
+    n_same, differ = len(c["elf_identical"]), c["elf_differ"]
+    elf = f"{n_same} of {n_same + len(differ)} ELF files byte-identical"
+    if differ:
+        by_sections: dict[str, list[str]] = {}
+        for path, sections in differ.items():
+            by_sections.setdefault(" ".join(sections), []).append(path.rsplit("/", 1)[-1])
+        elf += "; the others differ in " + "; ".join(
+            f"{sections} ({', '.join(files)})" for sections, files in by_sections.items()
+        )
+    if c["elf_unmatched"]:
+        elf += f"; unmatched: {', '.join(c['elf_unmatched'])}"
+    return ", ".join([*parts, elf])
 
 
 # --------------------------------------------------------------------------- OBS side
@@ -429,6 +503,9 @@ class Bench:
         self.records: list[BuildRecord] = []
         #: Per accelerator project: its build's status, job time, log tail.
         self.accelerator: dict[str, dict[str, Any]] = {}
+        #: Per package and ARM architecture: accelerated against emulated.
+        self.comparisons: dict[str, dict[str, dict[str, Any]]] = {}
+        self.workdir: Path | None = None
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def run(self) -> None:
@@ -439,6 +516,7 @@ class Bench:
         default_set = sorted(self.packages) == sorted(DEFAULT_PACKAGES)
         settings = load_settings(read_stack_config("dev"))
         with scratch_dir("obs-farm-bench-packages-") as workdir:
+            self.workdir = workdir
             print("resolving build dependencies ...", flush=True)
             full = bench_full(sources, archs, list(accel_projects), default_set)
             with farm_backend(settings, workdir) as obs:
@@ -457,7 +535,7 @@ class Bench:
                 finally:
                     workers.stop()
         print()
-        print(render_tables(self.records, self.modes))
+        print(render_tables(self.records, self.modes, self.comparisons))
 
     def accel_projects(self) -> dict[str, list[str]]:
         """Accelerator project -> the ARM architectures it accelerates."""
@@ -494,6 +572,8 @@ class Bench:
                 self.records.append(record)
                 self._report(record)
                 self._write_json()
+            self._compare(obs, name)
+            self._write_json()
 
     def _build_accelerator(self, obs: ob.ObsBackend, project: str, archs: Sequence[str]) -> bool:
         """Build `project`'s accelerator on x86_64 and wait until the ARM
@@ -590,6 +670,24 @@ class Bench:
             (self.log_dir / f"{name}_{mode.name}.log").write_text(log)
         return record
 
+    def _compare(self, obs: ob.ObsBackend, name: str) -> None:
+        """For each ARM architecture built both ways, compare the results."""
+        by = {r.mode: r for r in self.records if r.package == name}
+        assert self.workdir is not None
+        for arch in ARCHS:
+            emu, acc = by.get(arch), by.get(f"{arch}+accel")
+            if not (emu and acc and emu.status == acc.status == "succeeded"):
+                continue
+            debs = []
+            for r in (acc, emu):
+                dest = self.workdir / "compare" / name / r.mode
+                got = obs.fetch_binaries(r.project, REPO, r.arch, r.obs_package, dest, "*.deb")
+                debs.append({d.name.split("_", 1)[0]: d for d in got})
+            c = compare_builds(*debs)
+            c["summary"] = compare_summary(c)
+            self.comparisons.setdefault(name, {})[arch] = c
+            print(f"{name} {arch}+accel against {arch}: {c['summary']}", flush=True)
+
     def _report(self, r: BuildRecord) -> None:
         p = r.phases
         print(
@@ -616,6 +714,7 @@ class Bench:
             "modes": [m.name for m in self.modes],
             "accel_from_source": sorted(self.from_source),
             "accelerator": self.accelerator,
+            "comparisons": self.comparisons,
             "builds": [asdict(r) for r in self.records],
         }
         self.json_out.write_text(json.dumps(doc, indent=1) + "\n")

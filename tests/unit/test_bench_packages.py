@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -88,3 +89,69 @@ def test_accel_gcc_source_refuses_rules_it_cannot_narrow(
     (tmp_path / "out").mkdir()
     with pytest.raises(ValueError, match="expected one `ACCEL_TARGETS \\?=` line, found 0"):
         bench.accel_gcc_source(tmp_path / "out", ["aarch64"])
+
+
+def _object(tmp_path: Path, name: str, value: str) -> bytes:
+    """A real ELF object whose .rodata holds `value`."""
+    src = tmp_path / f"{name}.c"
+    src.write_text(f'const char greeting[] = "{value}";\n')
+    obj = tmp_path / f"{name}.o"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    return obj.read_bytes()
+
+
+def _deb(tmp_path: Path, name: str, files: dict[str, bytes], depends: str = "libc6") -> Path:
+    root = tmp_path / f"deb-{name}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: libdemo\nVersion: 1\nArchitecture: arm64\nMaintainer: t <t@example.invalid>\n"
+        f"Depends: {depends}\nDescription: demo\n"
+    )
+    for path, data in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    out = tmp_path / f"{name}.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_compare_builds_reads_real_debs(bench: ModuleType, tmp_path: Path) -> None:
+    same, other = _object(tmp_path, "a", "hello"), _object(tmp_path, "b", "howdy")
+    lib = "usr/lib/libdemo.so.0"
+    debug_a = "usr/lib/debug/.build-id/ab/" + "c" * 38 + ".debug"
+    debug_b = "usr/lib/debug/.build-id/12/" + "3" * 38 + ".debug"
+    fast = {"libdemo": _deb(tmp_path, "fast", {lib: same, debug_a: other, "usr/share/x": b"x"})}
+    slow = {"libdemo": _deb(tmp_path, "slow", {lib: same, debug_b: same, "usr/share/x": b"x"})}
+    c = bench.compare_builds(fast, slow)
+    assert c["same_packages"] and c["manifests_differ"] == []
+    assert c["elf_identical"] == ["./" + lib]
+    # The debug files are matched by their name without the build-id.
+    debug = "./usr/lib/debug/.build-id/XX/ID.debug"
+    assert list(c["elf_differ"]) == [debug]
+    assert ".rodata" in c["elf_differ"][debug]
+    assert ".text" not in c["elf_differ"][debug]
+    assert c["elf_unmatched"] == []
+    assert "same files and relationships, 1 of 2 ELF files byte-identical" in (
+        bench.compare_summary(c)
+    )
+    # Relationships count: another Depends is a difference.
+    slow_dep = {
+        "libdemo": _deb(
+            tmp_path,
+            "dep",
+            {lib: same, debug_b: same, "usr/share/x": b"x"},
+            depends="libc6 (>= 2.36)",
+        )
+    }
+    c = bench.compare_builds(fast, slow_dep)
+    assert c["manifests_differ"] == ["libdemo"]
+    assert "files or relationships differ in libdemo" in bench.compare_summary(c)
+    # A package only one side built.
+    c = bench.compare_builds({**fast, "extra": fast["libdemo"]}, slow)
+    assert not c["same_packages"]
+    assert bench.compare_summary(c).startswith("different binary packages")
