@@ -196,6 +196,8 @@ def accel_gcc_source(dest: Path, archs: Sequence[str]) -> Path:
 
 _STAMP = re.compile(r"^\[\s*(\d+)s\] ?(.*)$")
 #: dpkg-buildpackage's first line, once obs-build has set up the build root.
+#: accel/gcc's rules: `obs-farm-accel-gcc: gcc-12 for arm64 built in 1137 s`.
+GCC_BUILT = re.compile(r"^obs-farm-accel-gcc: gcc-12 for \S+ built in \d+ s$")
 BUILD_START = re.compile(r"^dpkg-buildpackage: info: source package ")
 #: Where the package's tests start: dh's `   dh_auto_test` (or the override
 #: it runs), else the `make check` a hand-written rules file runs (gmp).
@@ -601,11 +603,12 @@ class Bench:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / f"{package}_x86_64.log").write_text(log)
-        # accel/gcc's rules print the gcc build's own time per target.
+        # accel/gcc's rules print the gcc build's own time per target (make
+        # also echoes the recipe that prints it: not matched).
         record["lines"] = [
-            m[2] if (m := _STAMP.match(line)) else line
+            text
             for line in log.splitlines()
-            if "obs-farm-accel-gcc: gcc-12 for" in line
+            if GCC_BUILT.match(text := m[2] if (m := _STAMP.match(line)) else line)
         ]
         if result.status != "succeeded":
             record["log_tail"] = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])

@@ -155,3 +155,14 @@ def test_compare_builds_reads_real_debs(bench: ModuleType, tmp_path: Path) -> No
     c = bench.compare_builds({**fast, "extra": fast["libdemo"]}, slow)
     assert not c["same_packages"]
     assert bench.compare_summary(c).startswith("different binary packages")
+
+
+def test_gcc_build_time_line_is_the_printed_one(bench: ModuleType) -> None:
+    """accel/gcc's rules print the time; make also echoes the recipe."""
+    rules = (REPO / "accel" / "gcc" / "debian" / "rules").read_text()
+    assert 'echo "obs-farm-accel-gcc: gcc-12 for $$arch built in' in rules
+    assert bench.GCC_BUILT.match("obs-farm-accel-gcc: gcc-12 for arm64 built in 1137 s")
+    recipe = (
+        '\techo "obs-farm-accel-gcc: gcc-12 for $arch built in $(( $(date +%s) - start )) s"; \\'
+    )
+    assert not bench.GCC_BUILT.match(recipe)
