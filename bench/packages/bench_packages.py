@@ -364,66 +364,103 @@ def render_tables(
 
 def compare_builds(fast: Mapping[str, Path], slow: Mapping[str, Path]) -> dict[str, Any]:
     """An accelerated build's .debs (by binary package) against the emulated
-    build's: the same binary packages, the same files and relationships in
-    each (test_farm_builds.deb_manifest), and every ELF file byte for byte,
-    or the sections in which it differs. Detached debug files are named by
-    build-id, so one that differs is matched by its name without it."""
+    build's: the same binary packages; which .debs are byte-identical as
+    files; in each, the same files and relationships
+    (test_farm_builds.deb_manifest); and every regular file byte for byte,
+    or for one that differs, how: the sections of an ELF file, the members
+    of an ar archive (a static library), or `content`. Detached debug files
+    are named by build-id, so one whose build-id differs is matched by its
+    name without it."""
     out: dict[str, Any] = {
         "packages": sorted(fast),
         "same_packages": set(fast) == set(slow),
+        "debs_identical": [],
         "manifests_differ": [],
-        "elf_identical": [],
-        "elf_differ": {},
-        "elf_unmatched": [],
+        "files_identical": 0,
+        "files_differ": {},
+        "files_unmatched": [],
     }
     for pkg in sorted(set(fast) & set(slow)):
+        if fast[pkg].read_bytes() == slow[pkg].read_bytes():
+            out["debs_identical"].append(pkg)
         if deb_manifest(fast[pkg]) != deb_manifest(slow[pkg]):
             out["manifests_differ"].append(pkg)
-        a, b = (
-            {p: d for p, d in ob.deb_files(x[pkg]).items() if d.startswith(b"\x7fELF")}
-            for x in (fast, slow)
-        )
-        for path in sorted(set(a) & set(b)):
-            if a[path] == b[path]:
-                out["elf_identical"].append(path)
-            else:
-                out["elf_differ"][path] = _sections_differ(a[path], b[path])
+        a, b = ob.deb_files(fast[pkg]), ob.deb_files(slow[pkg])
+        pairs = [(path, path, path) for path in sorted(set(a) & set(b))]
         rest_a = {without_build_id(p): p for p in set(a) - set(b)}
         rest_b = {without_build_id(p): p for p in set(b) - set(a)}
-        for key in sorted(set(rest_a) & set(rest_b)):
-            out["elf_differ"][key] = _sections_differ(a[rest_a[key]], b[rest_b[key]])
-        unmatched = (set(a) - set(b)) | (set(b) - set(a))
-        out["elf_unmatched"] += sorted(
-            p for p in unmatched if without_build_id(p) not in set(rest_a) & set(rest_b)
+        both = set(rest_a) & set(rest_b)
+        pairs += [(key, rest_a[key], rest_b[key]) for key in sorted(both)]
+        for key, pa, pb in pairs:
+            if a[pa] == b[pb]:
+                out["files_identical"] += 1
+            else:
+                out["files_differ"][key] = how_differ(a[pa], b[pb])
+        out["files_unmatched"] += sorted(
+            p for p in (set(a) ^ set(b)) if without_build_id(p) not in both
         )
     return out
 
 
-def _sections_differ(a: bytes, b: bytes) -> list[str]:
-    sa, sb = elf_sections(a), elf_sections(b)
-    return sorted(s for s in set(sa) | set(sb) if sa.get(s) != sb.get(s))
+def ar_members(data: bytes) -> dict[str, bytes]:
+    """The members of a System V/GNU ar archive, by name (long names of
+    GNU's `//` table resolved; the symbol index `/` is kept as is)."""
+    assert data.startswith(b"!<arch>\n")
+    members: dict[str, bytes] = {}
+    names = b""
+    at = 8
+    while at + 60 <= len(data):
+        header = data[at : at + 60]
+        name, size = header[:16].decode().rstrip(), int(header[48:58])
+        body = data[at + 60 : at + 60 + size]
+        if name == "//":
+            names = body
+        elif name.startswith("/") and name[1:].isdigit():
+            start = int(name[1:])
+            name = names[start : names.index(b"/\n", start)].decode()
+        members[name.rstrip("/") or name] = body
+        at += 60 + size + (size & 1)
+    return members
+
+
+def how_differ(a: bytes, b: bytes) -> list[str]:
+    """Where two versions of one file differ: ELF sections, ar members
+    (with their sections), or just `content`."""
+    if a.startswith(b"\x7fELF") and b.startswith(b"\x7fELF"):
+        sa, sb = elf_sections(a), elf_sections(b)
+        return sorted(s for s in set(sa) | set(sb) if sa.get(s) != sb.get(s))
+    if a.startswith(b"!<arch>\n") and b.startswith(b"!<arch>\n"):
+        ma, mb = ar_members(a), ar_members(b)
+        return sorted(
+            f"{m}: {' '.join(how_differ(ma[m], mb[m])) if m in ma and m in mb else 'only one side'}"
+            for m in set(ma) | set(mb)
+            if ma.get(m) != mb.get(m)
+        )
+    return ["content"]
 
 
 def compare_summary(c: Mapping[str, Any]) -> str:
     """One line for the table: what compare_builds found."""
+    n_pkgs, n_debs = len(c["packages"]), len(c["debs_identical"])
     parts = [
         "same binary packages" if c["same_packages"] else "different binary packages",
         "same files and relationships"
         if not c["manifests_differ"]
         else "files or relationships differ in " + ", ".join(c["manifests_differ"]),
+        f"{n_debs} of {n_pkgs} .debs byte-identical",
     ]
-    n_same, differ = len(c["elf_identical"]), c["elf_differ"]
-    elf = f"{n_same} of {n_same + len(differ)} ELF files byte-identical"
+    n_same, differ = c["files_identical"], c["files_differ"]
+    files = f"{n_same} of {n_same + len(differ)} files byte-identical"
     if differ:
-        by_sections: dict[str, list[str]] = {}
-        for path, sections in differ.items():
-            by_sections.setdefault(" ".join(sections), []).append(path.rsplit("/", 1)[-1])
-        elf += "; the others differ in " + "; ".join(
-            f"{sections} ({', '.join(files)})" for sections, files in by_sections.items()
+        by_how: dict[str, list[str]] = {}
+        for path, how in differ.items():
+            by_how.setdefault(", ".join(how), []).append(path.rsplit("/", 1)[-1])
+        files += "; the others differ in " + "; ".join(
+            f"{how} ({', '.join(names)})" for how, names in by_how.items()
         )
-    if c["elf_unmatched"]:
-        elf += f"; unmatched: {', '.join(c['elf_unmatched'])}"
-    return ", ".join([*parts, elf])
+    if c["files_unmatched"]:
+        files += f"; only on one side: {', '.join(c['files_unmatched'])}"
+    return ", ".join([*parts, files])
 
 
 # --------------------------------------------------------------------------- OBS side
@@ -683,7 +720,8 @@ class Bench:
                 continue
             debs = []
             for r in (acc, emu):
-                dest = self.workdir / "compare" / name / r.mode
+                # Kept with the logs when asked, to be compared again.
+                dest = (self.log_dir or self.workdir / "compare") / "debs" / name / r.mode
                 got = obs.fetch_binaries(r.project, REPO, r.arch, r.obs_package, dest, "*.deb")
                 debs.append({d.name.split("_", 1)[0]: d for d in got})
             c = compare_builds(*debs)
@@ -746,7 +784,9 @@ def main() -> None:
         "cross packages (accel/); `none` or a list of aarch64,armv7l (default: aarch64)",
     )
     ap.add_argument("--json", type=Path, help="write every build's numbers here")
-    ap.add_argument("--log-dir", type=Path, help="keep every build log here")
+    ap.add_argument(
+        "--log-dir", type=Path, help="keep every build log here, and the .debs compared"
+    )
     ap.add_argument(
         "--timeout", type=float, default=6 * 3600, help="seconds one build may take (6 h)"
     )

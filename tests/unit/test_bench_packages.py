@@ -128,17 +128,23 @@ def test_compare_builds_reads_real_debs(bench: ModuleType, tmp_path: Path) -> No
     fast = {"libdemo": _deb(tmp_path, "fast", {lib: same, debug_a: other, "usr/share/x": b"x"})}
     slow = {"libdemo": _deb(tmp_path, "slow", {lib: same, debug_b: same, "usr/share/x": b"x"})}
     c = bench.compare_builds(fast, slow)
-    assert c["same_packages"] and c["manifests_differ"] == []
-    assert c["elf_identical"] == ["./" + lib]
+    assert c["same_packages"] and c["manifests_differ"] == [] and c["debs_identical"] == []
+    assert c["files_identical"] == 2  # the library and usr/share/x
     # The debug files are matched by their name without the build-id.
     debug = "./usr/lib/debug/.build-id/XX/ID.debug"
-    assert list(c["elf_differ"]) == [debug]
-    assert ".rodata" in c["elf_differ"][debug]
-    assert ".text" not in c["elf_differ"][debug]
-    assert c["elf_unmatched"] == []
-    assert "same files and relationships, 1 of 2 ELF files byte-identical" in (
-        bench.compare_summary(c)
-    )
+    assert list(c["files_differ"]) == [debug]
+    assert ".rodata" in c["files_differ"][debug]
+    assert ".text" not in c["files_differ"][debug]
+    assert c["files_unmatched"] == []
+    summary = bench.compare_summary(c)
+    assert summary.startswith(
+        "same binary packages, same files and relationships, 0 of 1 .debs byte-identical, "
+        "2 of 3 files byte-identical; the others differ in "
+    ), summary
+    assert "(ID.debug)" in summary
+    # The same .deb on both sides is byte-identical as a file.
+    c = bench.compare_builds(fast, fast)
+    assert c["debs_identical"] == ["libdemo"] and c["files_differ"] == {}
     # Relationships count: another Depends is a difference.
     slow_dep = {
         "libdemo": _deb(
@@ -155,6 +161,29 @@ def test_compare_builds_reads_real_debs(bench: ModuleType, tmp_path: Path) -> No
     c = bench.compare_builds({**fast, "extra": fast["libdemo"]}, slow)
     assert not c["same_packages"]
     assert bench.compare_summary(c).startswith("different binary packages")
+
+
+@pytest.mark.skipif(shutil.which("ar") is None, reason="needs ar (binutils)")
+def test_static_libraries_differ_by_member(bench: ModuleType, tmp_path: Path) -> None:
+    """A static library is an ar archive: which members differ, and where."""
+    archives = {}
+    for side, value in (("fast", "hello"), ("slow", "howdy")):
+        d = tmp_path / side
+        d.mkdir()
+        (d / "same.o").write_bytes(_object(tmp_path, "s", "unchanged"))
+        (d / "a_rather_long_member_name.o").write_bytes(_object(tmp_path, side, value))
+        lib = d / "libdemo.a"
+        subprocess.run(
+            ["ar", "rcD", str(lib), "same.o", "a_rather_long_member_name.o"], cwd=d, check=True
+        )
+        archives[side] = lib.read_bytes()
+    members = bench.ar_members(archives["fast"])
+    assert set(members) >= {"same.o", "a_rather_long_member_name.o"}
+    assert members["same.o"] == (tmp_path / "fast" / "same.o").read_bytes()
+    how = bench.how_differ(archives["fast"], archives["slow"])
+    assert len(how) == 1 and how[0].startswith("a_rather_long_member_name.o: "), how
+    assert ".rodata" in how[0]
+    assert bench.how_differ(b"text one", b"text two") == ["content"]
 
 
 def test_gcc_build_time_line_is_the_printed_one(bench: ModuleType) -> None:
