@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs inside an emulated build root, from the accelerator package's postinst
-# (installed as /usr/lib/obs-farm-accel/TRIPLET/activate): puts the
+# (installed as /usr/lib/obs-farm-accel/TRIPLET/activate), at install and
+# again through the package's file triggers whenever a later package puts
+# one of the tools in place (obs-build installs g++ after it): puts the
 # host-native compiler proper and binutils in place of the build root's
 # emulated ones, or says in one line why it does not.
 #

@@ -206,6 +206,16 @@ EOF
 printf '#!/bin/sh\nset -e\nexec %s/activate\n' "$prefix" >"$root/DEBIAN/postinst"
 printf '#!/bin/sh\nset -e\nexec %s/activate --undo\n' "$prefix" >"$root/DEBIAN/prerm"
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm"
+# obs-build installs a build root one `dpkg --install --force-depends` at a
+# time, in its own order: g++ (cc1plus) came after the accelerator in real
+# builds, so the postinst never saw it. A file trigger on each tool's path
+# runs the postinst again ("triggered") once a package puts that tool in
+# place, at the end of that dpkg run, and activate checks the versions and
+# switches the tools anew.
+for path in "/usr/lib/gcc/$target/$gccmajor/cc1" "/usr/lib/gcc/$target/$gccmajor/cc1plus" \
+	"/usr/bin/$target-as" "/usr/bin/$target-ld.bfd"; do
+	echo "interest-noawait $path"
+done >"$root/DEBIAN/triggers"
 mkdir -p "$out"
 deb=$out/${pkg}_${version}_all.deb
 # dpkg-deb's default compression (xz) unless DPKG_DEB_COMPRESSOR_TYPE says

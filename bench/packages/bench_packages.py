@@ -330,7 +330,10 @@ def render_tables(
             )
         for r in records:
             if r.package == name and r.accel_lines:
-                out.append(f"\n{r.mode}: `{r.accel_lines[0]}`")
+                # The last line is what the build ran with: the package's
+                # file triggers say it again when a later package installs
+                # one of its tools (g++'s cc1plus).
+                out.append(f"\n{r.mode}: `{r.accel_lines[-1]}`")
         for arch, c in (comparisons or {}).get(name, {}).items():
             out.append(f"\n{arch}+accel against {arch}: {c['summary']}")
         out.append("")

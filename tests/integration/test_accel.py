@@ -263,3 +263,29 @@ def test_accelerated_compiler_matches_the_emulated_one(arch, cross_debs, workdir
     }
     assert "GCC: (Debian 12.2.0-14) 12.2.0" in comments["acc"]
     assert "GCC: (Debian 12.2.0-14+deb12u1) 12.2.0" in comments["emu"]
+
+    # obs-build installs the build root one `dpkg --install --force-depends`
+    # at a time, in its own order, and g++ came after the accelerator in
+    # real OBS builds: the package's file triggers switch cc1plus when g++
+    # puts it in place. Here g++-12 is removed, the accelerator installed
+    # (no cc1plus yet), then g++-12 installed by the build root's dpkg.
+    (gxx,) = [d for d in debian_base.ensure_base(arch).deb_paths() if d.name.startswith("g++-12_")]
+    shutil.copy(gxx, root / "tmp" / gxx.name)
+    in_root(root, "dpkg -r --force-depends g++-12")
+    assert not (root / native["cc1plus"].lstrip("/")).exists()
+    log = in_root(root, f"dpkg -i --force-depends /tmp/{deb.name}")
+    assert [line for line in log.splitlines() if line.startswith("obs-farm-accel:")] == [
+        f"obs-farm-accel: accelerating {triplet} (revision skew allowed): cc1 as ld.bfd; {versions}"
+    ], log
+    log = in_root(root, f"dpkg -i --force-depends /tmp/{gxx.name}")
+    assert [line for line in log.splitlines() if line.startswith("obs-farm-accel:")] == [
+        f"obs-farm-accel: accelerating {triplet} (revision skew allowed): "
+        f"cc1 cc1plus as ld.bfd; {versions}"
+    ], log
+    for tool, path in native.items():
+        assert os.readlink(root / path.lstrip("/")) == f"{prefix}/wrap/{tool}", tool
+        assert (root / f"{path.lstrip('/')}.emulated").is_file(), tool
+    in_root(root, "dpkg -r obs-farm-accel-" + triplet)
+    for path in native.values():
+        assert (root / path.lstrip("/")).is_file() and not (root / path.lstrip("/")).is_symlink()
+    assert in_root(root, "dpkg-divert --list 'obs-farm-accel*'") == ""
