@@ -705,20 +705,38 @@ def source_files(srcdir: Path = HELLO_OBS) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 
+def ar_members(data: bytes) -> dict[str, bytes]:
+    """The members of a System V/GNU ar archive (a .deb, a static library) by
+    name; long names from GNU's `//` table are resolved, the symbol index
+    `/` is kept as is."""
+    if not data.startswith(b"!<arch>\n"):
+        raise ValueError("not an ar archive")
+    members: dict[str, bytes] = {}
+    names = b""
+    pos = 8
+    while pos + 60 <= len(data):
+        header = data[pos : pos + 60]
+        name, size = header[:16].decode().rstrip(), int(header[48:58].decode().strip())
+        body = data[pos + 60 : pos + 60 + size]
+        if name == "//":
+            names = body
+        elif name.startswith("/") and name[1:].isdigit():
+            start = int(name[1:])
+            name = names[start : names.index(b"/\n", start)].decode()
+        members[name.rstrip("/") or name] = body
+        pos += 60 + size + (size % 2)
+    return members
+
+
 def elf_machines_of_deb(deb: bytes) -> dict[str, int]:
     """e_machine of every ELF file in a .deb's data archive (ar + tar.xz/gz)."""
     if not deb.startswith(b"!<arch>\n"):
         raise ValueError("not a .deb (ar archive)")
-    pos, data = 8, None
-    while pos + 60 <= len(deb):
-        header = deb[pos : pos + 60]
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        body = deb[pos + 60 : pos + 60 + size]
+    data = None
+    for name, body in ar_members(deb).items():
         if name.startswith("data.tar"):
             data = lzma.decompress(body) if name.endswith(".xz") else body
             break
-        pos += 60 + size + (size % 2)
     if data is None:
         raise ValueError("no data.tar member")
     found = {}

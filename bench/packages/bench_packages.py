@@ -66,6 +66,7 @@ from tests.integration.test_farm_builds import (  # noqa: E402
     pin_constraints,
     without_build_id,
 )
+from tools.check import ar_members  # noqa: E402
 from tools.offline import read_stack_config  # noqa: E402
 
 #: Bookworm versions, pinned (bench/packages/README.md says why these).
@@ -195,9 +196,9 @@ def accel_gcc_source(dest: Path, archs: Sequence[str]) -> Path:
 
 
 _STAMP = re.compile(r"^\[\s*(\d+)s\] ?(.*)$")
-#: dpkg-buildpackage's first line, once obs-build has set up the build root.
 #: accel/gcc's rules: `obs-farm-accel-gcc: gcc-12 for arm64 built in 1137 s`.
 GCC_BUILT = re.compile(r"^obs-farm-accel-gcc: gcc-12 for \S+ built in \d+ s$")
+#: dpkg-buildpackage's first line, once obs-build has set up the build root.
 BUILD_START = re.compile(r"^dpkg-buildpackage: info: source package ")
 #: Where the package's tests start: dh's `   dh_auto_test` (or the override
 #: it runs), else the `make check` a hand-written rules file runs (gmp).
@@ -263,13 +264,15 @@ def log_phases(log: str) -> Phases:
     )
 
 
+def log_texts(log: str) -> list[str]:
+    """A build log's lines without obs-build's `[  123s]` stamps."""
+    return [m[2] if (m := _STAMP.match(line)) else line for line in log.splitlines()]
+
+
 def accel_lines(log: str) -> list[str]:
-    """The accelerator's own lines (its postinst prints exactly one)."""
-    return [
-        m[2] if (m := _STAMP.match(line)) else line
-        for line in log.splitlines()
-        if "obs-farm-accel:" in line
-    ]
+    """The accelerator's own lines: one when it is installed, one more each
+    time its file triggers run it again."""
+    return [text for text in log_texts(log) if "obs-farm-accel:" in text]
 
 
 @dataclass
@@ -403,27 +406,6 @@ def compare_builds(fast: Mapping[str, Path], slow: Mapping[str, Path]) -> dict[s
             p for p in (set(a) ^ set(b)) if without_build_id(p) not in both
         )
     return out
-
-
-def ar_members(data: bytes) -> dict[str, bytes]:
-    """The members of a System V/GNU ar archive, by name (long names of
-    GNU's `//` table resolved; the symbol index `/` is kept as is)."""
-    assert data.startswith(b"!<arch>\n")
-    members: dict[str, bytes] = {}
-    names = b""
-    at = 8
-    while at + 60 <= len(data):
-        header = data[at : at + 60]
-        name, size = header[:16].decode().rstrip(), int(header[48:58])
-        body = data[at + 60 : at + 60 + size]
-        if name == "//":
-            names = body
-        elif name.startswith("/") and name[1:].isdigit():
-            start = int(name[1:])
-            name = names[start : names.index(b"/\n", start)].decode()
-        members[name.rstrip("/") or name] = body
-        at += 60 + size + (size & 1)
-    return members
 
 
 def how_differ(a: bytes, b: bytes) -> list[str]:
@@ -645,11 +627,7 @@ class Bench:
             (self.log_dir / f"{package}_x86_64.log").write_text(log)
         # accel/gcc's rules print the gcc build's own time per target (make
         # also echoes the recipe that prints it: not matched).
-        record["lines"] = [
-            text
-            for line in log.splitlines()
-            if GCC_BUILT.match(text := m[2] if (m := _STAMP.match(line)) else line)
-        ]
+        record["lines"] = [text for text in log_texts(log) if GCC_BUILT.match(text)]
         if result.status != "succeeded":
             record["log_tail"] = "\n".join(log.splitlines()[-LOG_TAIL_LINES:])
             print(record["log_tail"])
